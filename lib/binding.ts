@@ -1,0 +1,47 @@
+// The native addon, loaded once. node-gyp-build picks a prebuilt binary from prebuilds/ when one
+// matches this platform, else the local build in build/Release.
+import * as path from 'node:path';
+
+export interface DerivedTls13Keys {
+  key: Buffer;
+  iv: Buffer;
+}
+
+export interface DerivedTls12KeyBlock {
+  clientKey: Buffer;
+  clientIv: Buffer;
+  serverKey: Buffer;
+  serverIv: Buffer;
+}
+
+export interface OpenRecordParams {
+  version: number;        // 0x0303 or 0x0304
+  cipherSuite: number;    // IANA id
+  secret?: Buffer;        // TLS 1.3 traffic secret
+  key?: Buffer;           // TLS 1.2 write key
+  iv?: Buffer;            // TLS 1.2 fixed IV
+  seq: bigint;
+  record: Buffer;         // one whole record, header included
+}
+
+export interface OpenedRecord {
+  type: number;           // content type (TLS 1.3: the inner type)
+  plaintext: Buffer;
+}
+
+export interface NativeBinding {
+  isNativeSuite(version: number, cipherSuite: number): boolean;
+  cipherSuiteName(version: number, cipherSuite: number): string | undefined;
+  deriveTls13Keys(cipherSuite: number, secret: Buffer): DerivedTls13Keys;
+  deriveTls12KeyBlock(cipherSuite: number, masterSecret: Buffer, clientRandom: Buffer,
+    serverRandom: Buffer): DerivedTls12KeyBlock;
+  // Opens one record; null when it does not authenticate under these keys at this sequence.
+  openRecord(params: OpenRecordParams): OpenedRecord | null;
+  // dup() with close-on-exec; throws an Error with a libuv-style `code` on failure.
+  dupFd(fd: number): number;
+  closeFd(fd: number): void;
+  [key: string]: unknown;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+export const binding: NativeBinding = require('node-gyp-build')(path.join(__dirname, '..'));

@@ -1,0 +1,1 @@
+export { SpliceError } from './errors';

@@ -1,0 +1,235 @@
+// The N-API binding: turns the native core into JS functions and objects. Checks the shape of
+// its arguments (lib/ has already checked their meaning) and converts; no policy lives here.
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "cipher_suite.h"
+#include "key_schedule.h"
+#include "record_protection.h"
+
+namespace tls_splice {
+namespace {
+
+Napi::Value throw_error(Napi::Env env, const char* code, const std::string& message) {
+  Napi::Error error = Napi::Error::New(env, message);
+  error.Set("code", Napi::String::New(env, code));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+Napi::Value throw_errno(Napi::Env env, int err, const char* syscall) {
+  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + strerror(err));
+  error.Set("code", Napi::String::New(env, uv_err_name(-err)));
+  error.Set("errno", Napi::Number::New(env, -err));
+  error.Set("syscall", Napi::String::New(env, syscall));
+  error.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+bool get_version(const Napi::Value& value, TlsVersion* out) {
+  if (!value.IsNumber()) return false;
+  const uint32_t v = value.As<Napi::Number>().Uint32Value();
+  if (v != static_cast<uint32_t>(TlsVersion::kTls12) &&
+      v != static_cast<uint32_t>(TlsVersion::kTls13)) {
+    return false;
+  }
+  *out = static_cast<TlsVersion>(v);
+  return true;
+}
+
+const CipherSuite* get_suite(const Napi::Value& version, const Napi::Value& id) {
+  TlsVersion v;
+  if (!get_version(version, &v) || !id.IsNumber()) return nullptr;
+  const uint32_t suite_id = id.As<Napi::Number>().Uint32Value();
+  if (suite_id > 0xffff) return nullptr;
+  return find_cipher_suite(v, static_cast<uint16_t>(suite_id));
+}
+
+bool get_bytes(const Napi::Value& value, size_t length, const uint8_t** out) {
+  if (!value.IsBuffer()) return false;
+  Napi::Buffer<uint8_t> buffer = value.As<Napi::Buffer<uint8_t>>();
+  if (buffer.Length() != length) return false;
+  *out = buffer.Data();
+  return true;
+}
+
+Napi::Buffer<uint8_t> copy_buffer(Napi::Env env, const uint8_t* data, size_t length) {
+  return Napi::Buffer<uint8_t>::Copy(env, data, length);
+}
+
+Napi::Value IsNativeSuite(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), get_suite(info[0], info[1]) != nullptr);
+}
+
+Napi::Value CipherSuiteName(const Napi::CallbackInfo& info) {
+  const CipherSuite* suite = get_suite(info[0], info[1]);
+  if (suite == nullptr) return info.Env().Undefined();
+  return Napi::String::New(info.Env(), suite->name);
+}
+
+Napi::Value DeriveTls13Keys(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CipherSuite* suite =
+      get_suite(Napi::Number::New(env, static_cast<double>(TlsVersion::kTls13)), info[0]);
+  const uint8_t* secret = nullptr;
+  if (suite == nullptr || !get_bytes(info[1], hash_length(suite->hash), &secret)) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                       "deriveTls13Keys(cipherSuite, secret): unknown suite or bad secret length");
+  }
+  uint8_t key[kMaxKeyLength];
+  uint8_t iv[kAeadNonceLength];
+  if (!derive_tls13_traffic_keys(*suite, secret, key, iv)) {
+    return throw_error(env, "ERR_TLS_SPLICE_INTERNAL", "HKDF-Expand-Label failed in OpenSSL");
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("key", copy_buffer(env, key, suite->key_length));
+  result.Set("iv", copy_buffer(env, iv, kAeadNonceLength));
+  wipe(key, sizeof(key));
+  wipe(iv, sizeof(iv));
+  return result;
+}
+
+Napi::Value DeriveTls12KeyBlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CipherSuite* suite =
+      get_suite(Napi::Number::New(env, static_cast<double>(TlsVersion::kTls12)), info[0]);
+  const uint8_t* master = nullptr;
+  const uint8_t* client_random = nullptr;
+  const uint8_t* server_random = nullptr;
+  if (suite == nullptr || !get_bytes(info[1], kTls12MasterSecretLength, &master) ||
+      !get_bytes(info[2], kRandomLength, &client_random) ||
+      !get_bytes(info[3], kRandomLength, &server_random)) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                       "deriveTls12KeyBlock(cipherSuite, masterSecret, clientRandom, "
+                       "serverRandom): unknown suite or bad lengths");
+  }
+  Tls12KeyBlock block;
+  if (!derive_tls12_key_block(*suite, master, client_random, server_random, &block)) {
+    return throw_error(env, "ERR_TLS_SPLICE_INTERNAL", "TLS 1.2 PRF failed in OpenSSL");
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("clientKey", copy_buffer(env, block.client_write_key, suite->key_length));
+  result.Set("clientIv", copy_buffer(env, block.client_write_iv, suite->fixed_iv_length));
+  result.Set("serverKey", copy_buffer(env, block.server_write_key, suite->key_length));
+  result.Set("serverIv", copy_buffer(env, block.server_write_iv, suite->fixed_iv_length));
+  wipe(&block, sizeof(block));
+  return result;
+}
+
+bool get_u64(const Napi::Value& value, uint64_t* out) {
+  if (value.IsBigInt()) {
+    bool lossless = false;
+    *out = value.As<Napi::BigInt>().Uint64Value(&lossless);
+    return lossless;
+  }
+  if (value.IsNumber()) {
+    const double d = value.As<Napi::Number>().DoubleValue();
+    if (d < 0 || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d)))
+      return false;
+    *out = static_cast<uint64_t>(d);
+    return true;
+  }
+  return false;
+}
+
+Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): params object");
+  }
+  Napi::Object params = info[0].As<Napi::Object>();
+  const CipherSuite* suite = get_suite(params.Get("version"), params.Get("cipherSuite"));
+  uint64_t seq = 0;
+  Napi::Value record_value = params.Get("record");
+  if (suite == nullptr || !get_u64(params.Get("seq"), &seq) || !record_value.IsBuffer()) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                       "openRecord(params): bad version, cipherSuite, seq or record");
+  }
+  RecordProtection protection;
+  bool ok = false;
+  if (suite->version == TlsVersion::kTls13) {
+    const uint8_t* secret = nullptr;
+    ok = get_bytes(params.Get("secret"), hash_length(suite->hash), &secret) &&
+         protection.init_tls13(*suite, secret, seq, false);
+  } else {
+    const uint8_t* key = nullptr;
+    const uint8_t* iv = nullptr;
+    ok = get_bytes(params.Get("key"), suite->key_length, &key) &&
+         get_bytes(params.Get("iv"), suite->fixed_iv_length, &iv) &&
+         protection.init_tls12(*suite, key, iv, seq, false);
+  }
+  if (!ok) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                       "openRecord(params): bad secret, key or iv for the suite");
+  }
+  Napi::Buffer<uint8_t> record = record_value.As<Napi::Buffer<uint8_t>>();
+  const uint8_t* data = record.Data();
+  const size_t length = record.Length();
+  if (length < kRecordHeaderLength) return env.Null();
+  const size_t body_length = (size_t{data[3]} << 8) | data[4];
+  if (length != kRecordHeaderLength + body_length) return env.Null();
+  std::string out(body_length, '\0');
+  OpenedRecord opened{};
+  const OpenStatus status = protection.open(data, data + kRecordHeaderLength, body_length,
+                                            reinterpret_cast<uint8_t*>(out.data()), &opened);
+  if (status != OpenStatus::kOk) {
+    wipe(out.data(), out.size());
+    return env.Null();
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("type", Napi::Number::New(env, static_cast<uint8_t>(opened.type)));
+  result.Set("plaintext", copy_buffer(env, reinterpret_cast<const uint8_t*>(out.data()),
+                                      opened.plaintext_length));
+  wipe(out.data(), out.size());
+  return result;
+}
+
+Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "dupFd(fd): fd must be a number");
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return throw_errno(env, errno, "dup");
+  return Napi::Number::New(env, copy);
+}
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "closeFd(fd): fd must be a number");
+  }
+  if (close(info[0].As<Napi::Number>().Int32Value()) != 0 && errno != EINTR) {
+    return throw_errno(env, errno, "close");
+  }
+  return env.Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("isNativeSuite", Napi::Function::New(env, IsNativeSuite, "isNativeSuite"));
+  exports.Set("cipherSuiteName", Napi::Function::New(env, CipherSuiteName, "cipherSuiteName"));
+  exports.Set("deriveTls13Keys", Napi::Function::New(env, DeriveTls13Keys, "deriveTls13Keys"));
+  exports.Set("deriveTls12KeyBlock",
+              Napi::Function::New(env, DeriveTls12KeyBlock, "deriveTls12KeyBlock"));
+  exports.Set("openRecord", Napi::Function::New(env, OpenRecord, "openRecord"));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
+  exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace tls_splice
+
+static Napi::Object InitTlsSplice(Napi::Env env, Napi::Object exports) {
+  return tls_splice::Init(env, exports);
+}
+
+NODE_API_MODULE(tls_splice, InitTlsSplice)
