@@ -10,6 +10,10 @@
         "src-native/record_protection.cc",
         "src-native/post_handshake.cc",
         "src-native/record_layer.cc",
+        "src-native/framing.cc",
+        "src-native/splice.cc",
+        "src-native/io_thread.cc",
+        "src-native/splice_binding.cc",
         "src-native/binding.cc"
       ],
       "include_dirs": [

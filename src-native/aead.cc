@@ -21,9 +21,12 @@ const EVP_CIPHER* evp_cipher_for(AeadAlgorithm algorithm) {
 
 }  // namespace
 
-Aead::~Aead() {
+Aead::~Aead() { reset(); }
+
+void Aead::reset() {
   // EVP_CIPHER_CTX_free cleanses the key schedule.
   EVP_CIPHER_CTX_free(ctx_);
+  ctx_ = nullptr;
 }
 
 bool Aead::init(AeadAlgorithm algorithm, const uint8_t* key, size_t key_length, bool encrypt) {

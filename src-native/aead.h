@@ -22,6 +22,8 @@ class Aead {
   // Sets the key for sealing (encrypt = true) or opening. May be called again to rekey.
   // Returns false when OpenSSL fails; the object is then unusable until init succeeds.
   bool init(AeadAlgorithm algorithm, const uint8_t* key, size_t key_length, bool encrypt);
+  // Frees the cipher context (OpenSSL cleanses its key schedule); init() may be called again.
+  void reset();
 
   // Encrypts `length` bytes of `in` to `out` (which may equal `in`) as the concatenation of
   // parts, and writes the 16-byte tag to `out_tag`. Two parts let TLS 1.3 append its inner

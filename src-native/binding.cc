@@ -13,6 +13,7 @@
 #include "cipher_suite.h"
 #include "key_schedule.h"
 #include "record_protection.h"
+#include "splice_binding.h"
 
 namespace tls_splice {
 namespace {
@@ -222,6 +223,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRecord", Napi::Function::New(env, OpenRecord, "openRecord"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  init_splice_binding(env, exports);
   return exports;
 }
 

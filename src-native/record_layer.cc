@@ -71,6 +71,13 @@ bool RecordLayer::init(const SessionKeys& keys, bool is_server) {
          write_.init_tls12(*suite, keys.write_key, keys.write_iv, keys.write_seq, true);
 }
 
+void RecordLayer::wipe() {
+  read_.wipe();
+  write_.wipe();
+  handshake_.clear();
+  if (error_ == RecordError::kNone) error_ = RecordError::kInternalError;
+}
+
 ReadResult RecordLayer::fail(RecordError error, AlertDescription alert) {
   error_ = error;
   alert_to_send_ = alert;

@@ -130,6 +130,9 @@ class RecordLayer {
   // Seals an alert (close_notify, or a fatal alert after an error). Returns 0 if it cannot.
   size_t seal_alert(AlertDescription description, uint8_t* out, size_t capacity);
 
+  // Wipes both directions' keys and any buffered handshake bytes (tickets). Dead afterwards.
+  void wipe();
+
   bool is_tls13() const { return version_ == TlsVersion::kTls13; }
   uint64_t read_seq() const { return read_.seq(); }
   uint64_t write_seq() const { return write_.seq(); }

@@ -35,10 +35,16 @@ void make_tls12_aad(uint64_t seq, uint8_t type, size_t plaintext_length,
 
 RecordProtection::~RecordProtection() { wipe_keys(); }
 
+void RecordProtection::wipe() {
+  wipe_keys();
+  aead_.reset();
+  suite_ = nullptr;
+}
+
 void RecordProtection::wipe_keys() {
-  wipe(traffic_secret_, sizeof(traffic_secret_));
-  wipe(key_, sizeof(key_));
-  wipe(iv_, sizeof(iv_));
+  tls_splice::wipe(traffic_secret_, sizeof(traffic_secret_));
+  tls_splice::wipe(key_, sizeof(key_));
+  tls_splice::wipe(iv_, sizeof(iv_));
 }
 
 bool RecordProtection::install_tls13_keys() {
@@ -74,7 +80,7 @@ bool RecordProtection::update_traffic_secret() {
   uint8_t next[kMaxSecretLength];
   const bool ok = next_tls13_traffic_secret(*suite_, traffic_secret_, next);
   if (ok) std::memcpy(traffic_secret_, next, hash_length(suite_->hash));
-  wipe(next, sizeof(next));
+  tls_splice::wipe(next, sizeof(next));
   seq_ = 0;
   return ok && install_tls13_keys();
 }

@@ -64,6 +64,9 @@ class RecordProtection {
   // OpenSSL fails. plaintext_length is at most 2^14.
   size_t seal(ContentType type, const uint8_t* plaintext, size_t plaintext_length, uint8_t* out);
 
+  // Wipes the secret, key and IV and releases the cipher context; the object is unusable after.
+  void wipe();
+
   const CipherSuite* suite() const { return suite_; }
   uint64_t seq() const { return seq_; }
   bool is_tls13() const { return suite_ && suite_->version == TlsVersion::kTls13; }

@@ -1,0 +1,213 @@
+// One splice: the two pumps that move cleartext between a TLS connection (whose session the
+// record layer carries on) and a user's file descriptor, driven by uv_poll readiness on one I/O
+// thread's loop.
+//
+//   TLS -> fd ("in"):  read TCP -> open records -> write cleartext (cut into packets if framed)
+//   fd -> TLS ("out"): read cleartext (one packet per read if framed) -> seal records -> write TCP
+//
+// Backpressure: each direction has fixed buffers. When its sink would block, the pump stops
+// reading its source and polls the sink for writability instead, so memory does not grow with
+// the transfer or with a slow sink.
+//
+// Threading: construct and init() on any thread; after start(), every other call runs on the
+// loop's thread (the binding posts them there). The observer is called on the loop's thread.
+#ifndef TLS_SPLICE_SPLICE_H_
+#define TLS_SPLICE_SPLICE_H_
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framing.h"
+#include "record_layer.h"
+
+namespace tls_splice {
+
+struct SpliceConfig {
+  int tcp_fd = -1;    // the TLS connection's socket: owned (closed when the splice ends)
+  int read_fd = -1;   // cleartext source (fd -> TLS): owned duplicate, or -1
+  int write_fd = -1;  // cleartext sink (TLS -> fd): owned duplicate, or -1; may equal read_fd
+  bool deliver_in = true;   // application data from the peer goes to write_fd
+  bool deliver_out = true;  // data read from read_fd goes to the peer
+  FramingConfig framing;
+  SessionKeys keys;
+  bool is_server = false;
+  std::vector<uint8_t> head;                // raw bytes for write_fd before anything else
+  std::vector<uint8_t> initial_plaintext;   // decrypted by Node, never delivered: first "in" data
+  std::vector<uint8_t> initial_ciphertext;  // read from TCP, never given to Node: first input
+  std::vector<uint8_t> initial_cleartext;   // buffered by the target's net.Socket: first "out" data
+};
+
+enum class EndReason : uint8_t { kEnd, kStopped, kAborted, kError };
+
+// How a splice ended. Counts are what was still inside the splice when it ended.
+struct SpliceEnd {
+  EndReason reason = EndReason::kEnd;
+  std::string code;        // error code (ERR_TLS_SPLICE_*, ERR_TLS_ALERT_*, EPIPE, ...)
+  std::string detail;      // what was wrong (framing problem, failed syscall)
+  int sys_errno = 0;
+  uint8_t alert_sent = 255;      // AlertDescription sent with the error, 255 when none
+  uint8_t alert_received = 255;  // fatal alert the peer sent, 255 when none
+  bool close_notify_received = false;
+  bool close_notify_sent = false;
+  bool peer_eof_without_close_notify = false;
+  uint64_t undelivered_in = 0;    // cleartext decrypted but not written to the fd
+  uint64_t unread_ciphertext = 0; // ciphertext received but not opened (a partial record)
+  uint64_t undelivered_out = 0;   // cleartext read from the fd but not fully sent to the peer
+  uint64_t ignored_after_close = 0;  // bytes after the peer's close_notify (RFC 8446 6.1)
+};
+
+// Counters the JS thread may read at any time (relaxed atomics written by the loop's thread).
+struct SpliceStats {
+  std::atomic<uint64_t> bytes_in{0};        // cleartext written to the fd
+  std::atomic<uint64_t> bytes_out{0};       // cleartext in records fully written to TCP
+  std::atomic<uint64_t> records_in{0};
+  std::atomic<uint64_t> records_out{0};
+  std::atomic<uint64_t> key_updates_in{0};
+  std::atomic<uint64_t> key_updates_out{0};
+  std::atomic<uint64_t> tickets_in{0};
+  std::atomic<uint64_t> packets_in{0};      // packets written to the fd
+  std::atomic<uint64_t> packets_out{0};     // packets read from the fd and sent
+  std::atomic<uint64_t> ciphertext_in{0};   // bytes read from TCP
+  std::atomic<uint64_t> ciphertext_out{0};  // bytes written to TCP
+};
+
+class SpliceObserver {
+ public:
+  virtual ~SpliceObserver() = default;
+  // The peer closed its side (close_notify or TCP EOF) and every byte before it reached the fd.
+  virtual void on_peer_end() = 0;
+  // The splice is over; every fd it owned is closed and its keys are wiped. Called once.
+  virtual void on_close(const SpliceEnd& end) = 0;
+};
+
+class Splice : public std::enable_shared_from_this<Splice> {
+ public:
+  Splice(SpliceConfig config, std::shared_ptr<SpliceObserver> observer);
+  ~Splice();
+  Splice(const Splice&) = delete;
+  Splice& operator=(const Splice&) = delete;
+
+  // Sets up the record layer and buffers. Returns false with a code in *out_code (and the fds
+  // still owned: they are closed by the destructor) when the session cannot be carried on.
+  bool init(std::string* out_code);
+
+  // Registers with `loop` and starts pumping. The splice keeps itself alive until it closes.
+  void start(uv_loop_t* loop);
+  // graceful: stop reading both sources, deliver what was already read, send close_notify,
+  // then close. Otherwise close at once. Idempotent; a no-op once closing.
+  void stop(bool graceful);
+
+  // Called on the loop's thread right after the observer's on_close (the I/O thread's load).
+  void set_close_hook(std::function<void()> hook) { close_hook_ = std::move(hook); }
+
+  const SpliceStats& stats() const { return stats_; }
+  bool closed() const { return closed_.load(std::memory_order_acquire); }
+
+ private:
+  struct ByteBuffer {
+    std::unique_ptr<uint8_t[]> data;
+    size_t capacity = 0;
+    size_t start = 0;
+    size_t end = 0;
+    void allocate(size_t n);
+    size_t size() const { return end - start; }
+    size_t tail_room() const { return capacity - end; }
+    uint8_t* begin() { return data.get() + start; }
+    uint8_t* tail() { return data.get() + end; }
+    void compact();
+    void wipe_and_reset();
+  };
+
+  // A polled fd. Fds epoll cannot watch (regular files, /dev/null) are "always ready": the
+  // pump is re-run from an idle handle while it wants them.
+  struct Watch {
+    Splice* owner = nullptr;
+    int fd = -1;
+    uv_poll_t poll;
+    bool pollable = false;
+    bool active = false;  // uv_poll_init succeeded and the handle is not closed yet
+    int events = 0;
+    int poll_errors = 0;  // consecutive error reports from libuv
+  };
+
+  enum class InState : uint8_t { kOpen, kDraining, kDone };
+  enum class OutState : uint8_t { kOpen, kClosing, kShutdownPending, kDone };
+
+  static void on_poll(uv_poll_t* handle, int status, int events);
+  static void on_idle(uv_idle_t* handle);
+  static void on_handle_closed(uv_handle_t* handle);
+
+  void pump();
+  bool step_in(size_t* budget);
+  bool step_out(size_t* budget);
+  bool flush_in(bool* progress);
+  bool flush_stream_in(bool* progress);
+  bool flush_packets_in(bool* progress);
+  bool read_out(size_t* budget);
+  bool seal_stream(const uint8_t* data, size_t length);
+  void finish_in();
+  void update_watches(bool yield);
+  void watch(Watch* w, int events, bool* want_idle);
+
+  void fail(const char* code, AlertDescription alert, const std::string& detail = "");
+  void fail_errno(int err, const char* syscall);
+  void fail_record_layer();
+  void finish(EndReason reason);
+  void close_write_fd();
+  void release_handles();
+  void maybe_done();
+
+  SpliceConfig config_;
+  std::shared_ptr<SpliceObserver> observer_;
+  std::function<void()> close_hook_;
+  std::shared_ptr<Splice> self_;  // keeps the splice alive from start() until on_close
+  RecordLayer layer_;
+  SpliceStats stats_;
+  SpliceEnd end_;
+
+  uv_loop_t* loop_ = nullptr;
+  Watch tcp_;
+  Watch user_read_;
+  Watch user_write_;       // unused when the sink is the source fd (user_read_ serves both)
+  Watch* sink_ = nullptr;  // the watch of write_fd
+  uv_idle_t idle_;
+  bool idle_active_ = false;
+  bool idle_initialized_ = false;
+  int open_handles_ = 0;
+  int original_read_flags_ = -1;
+  int original_write_flags_ = -1;
+  bool write_is_socket_ = false;
+  bool write_is_read_ = false;
+
+  ByteBuffer cipher_in_;   // TCP bytes not yet opened
+  ByteBuffer plain_in_;    // opened cleartext not yet written to the fd
+  ByteBuffer plain_out_;   // scratch for one read from the fd
+  ByteBuffer cipher_out_;  // sealed records not yet written to TCP
+  size_t head_offset_ = 0;
+  size_t initial_cleartext_offset_ = 0;
+  size_t packet_written_ = 0;  // bytes of the current packet (with packet info) already written
+  uint64_t batch_plaintext_ = 0;  // cleartext inside cipher_out_, counted once it is all sent
+  uint64_t batch_packets_ = 0;
+
+  InState in_state_ = InState::kOpen;
+  OutState out_state_ = OutState::kOpen;
+  bool tcp_eof_ = false;
+  bool cipher_in_needs_more_ = true;
+  bool fd_eof_ = false;
+  bool stopping_ = false;
+  bool closing_ = false;
+  bool started_ = false;
+  std::atomic<bool> closed_{false};
+  EndReason stop_reason_ = EndReason::kEnd;
+};
+
+}  // namespace tls_splice
+
+#endif  // TLS_SPLICE_SPLICE_H_
