@@ -18,7 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "../../src-native/aead.h"
 #include "../../src-native/cipher_suite.h"
+#include "../../src-native/key_schedule.h"
 #include "../../src-native/record_layer.h"
 
 namespace test {
@@ -292,6 +294,30 @@ class PeerSealer {
  private:
   tls_splice::RecordProtection prot_;
 };
+
+// Seals a TLS 1.3 record around an arbitrary TLSInnerPlaintext (content, type and padding as
+// given), which RecordProtection::seal would refuse to build: all-zero plaintexts, oversize
+// ones, unknown types. nonce = iv XOR seq, AAD = the header (RFC 8446 5.2, 5.3).
+inline Bytes seal_tls13_inner(const tls_splice::SessionKeys& keys, uint64_t seq,
+                              const Bytes& inner, size_t header_length_adjust = 0) {
+  using namespace tls_splice;
+  const CipherSuite* suite = find_cipher_suite(keys.version, keys.cipher_suite);
+  uint8_t key[kMaxKeyLength], iv[kAeadNonceLength];
+  derive_tls13_traffic_keys(*suite, keys.write_secret, key, iv);
+  Aead aead;
+  aead.init(suite->aead, key, suite->key_length, true);
+  for (int i = 0; i < 8; i++) iv[11 - i] ^= static_cast<uint8_t>(seq >> (8 * i));
+  const size_t body = inner.size() + kAeadTagLength + header_length_adjust;
+  Bytes out(5 + inner.size() + kAeadTagLength);
+  out[0] = 23;
+  out[1] = 3;
+  out[2] = 3;
+  out[3] = static_cast<uint8_t>(body >> 8);
+  out[4] = static_cast<uint8_t>(body);
+  aead.seal(iv, out.data(), 5, inner.data(), inner.size(), nullptr, 0, out.data() + 5,
+            out.data() + 5 + inner.size());
+  return out;
+}
 
 inline Bytes concat(std::initializer_list<Bytes> parts) {
   Bytes out;
