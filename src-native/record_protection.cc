@@ -105,6 +105,10 @@ OpenStatus RecordProtection::open(const uint8_t* header, const uint8_t* body, si
     // At least the inner content type and the tag.
     if (body_length < kAeadTagLength + 1) return OpenStatus::kBadRecordMac;
     const size_t inner_length = body_length - kAeadTagLength;
+    // RFC 8446 5.4: "The presence of padding does not change the overall record size
+    // limitations: the full encoded TLSInnerPlaintext MUST NOT exceed 2^14 + 1 octets."
+    // The length is known before decrypting, so a hostile one costs no AEAD work.
+    if (inner_length > kMaxPlaintextLength + 1) return OpenStatus::kRecordOverflow;
     make_xor_nonce(nonce);
     if (!aead_.open(nonce, header, kRecordHeaderLength, body, inner_length, body + inner_length,
                     out)) {
@@ -119,8 +123,6 @@ OpenStatus RecordProtection::open(const uint8_t* header, const uint8_t* body, si
     if (i == 0) return OpenStatus::kNoContentType;
     out_record->type = static_cast<ContentType>(out[i - 1]);
     out_record->plaintext_length = i - 1;
-    // RFC 8446 5.4: "The length ... of TLSInnerPlaintext MUST NOT exceed 2^14 + 1 octets."
-    if (out_record->plaintext_length > kMaxPlaintextLength) return OpenStatus::kRecordOverflow;
     return OpenStatus::kOk;
   }
 
