@@ -14,6 +14,9 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_CAPTURE_ABORTED'
   | 'ERR_TLS_SPLICE_SPENT'
   | 'ERR_TLS_SPLICE_UNSUPPORTED_NODE'
+  | 'ERR_TLS_SPLICE_BAD_RECORD'
+  | 'ERR_TLS_SPLICE_BAD_HANDSHAKE'
+  | 'ERR_TLS_SPLICE_NO_FD'
   | (string & {});
 
 export class SpliceError extends Error {

@@ -1,0 +1,430 @@
+// Session capture: takes an established TLS session away from Node at a quiet point and returns
+// everything the native data plane needs to continue it (DESIGN.md, "The one hard part").
+//
+// Contract: captureSession() either resolves with a CapturedSession — the TLSSocket is then spent
+// (it never reads or writes again; releaseSpentSocket() destroys it quietly when the splice ends)
+// and the caller owns `fd` — or rejects with a SpliceError whose code says why, in which case
+// nothing irreversible has happened and the TLSSocket is fully usable (the data plane can fall
+// back to a JS pump over it).
+//
+// Capturing a TLS 1.3 client right after 'secureConnect' leaves the server's NewSessionTicket
+// records to the native side (which skips them): Node then never emits 'session'. Wait for
+// 'session' before capturing when resumption matters.
+import type * as tls from 'node:tls';
+
+import { binding } from './binding';
+import { SpliceError } from './errors';
+import {
+  HandshakeReassembler,
+  HandshakeType,
+  handshakeTypesIn,
+  kDefaultMaxFragmentLength,
+  kTls12,
+  kTls13,
+  parseEncryptedExtensions,
+} from './hello';
+import { ContentType, DirectionState, RecordTap, spentError, tapOf } from './tap';
+
+export interface CapturedSession {
+  version: 'TLSv1.2' | 'TLSv1.3';
+  versionId: 0x0303 | 0x0304;
+  cipherSuite: number;            // IANA id
+  cipherName: string;             // IANA name
+  isServer: boolean;
+  clientRandom: Buffer;
+  serverRandom: Buffer;
+  readSecret?: Buffer;            // TLS 1.3: current application traffic secret we read with
+  writeSecret?: Buffer;           // TLS 1.3: ... we write with
+  readKey?: Buffer;               // TLS 1.2 (from the key block)
+  readIv?: Buffer;
+  writeKey?: Buffer;
+  writeIv?: Buffer;
+  readSeq: bigint;                // sequence number of the next record we will read
+  writeSeq: bigint;               // sequence number of the next record we will write
+  maxFragmentLength: number;      // 16384 unless negotiated (512/1024/2048/4096)
+  plaintext: Buffer;              // cleartext Node decrypted that the user has not read
+  pendingCiphertext: Buffer;      // bytes from TCP Node never got: the native side's first input
+  fd: number;                     // our dup() of the TCP socket (non-blocking)
+  tlsSocket: tls.TLSSocket;       // now spent
+}
+
+export interface CaptureOptions {
+  // How long to wait for Node's pending writes (the handshake's last flight, session tickets,
+  // the user's own writes) to leave before giving up with ERR_TLS_SPLICE_CAPTURE_ABORTED.
+  timeout?: number;
+}
+
+const kDefaultQuietTimeout = 10_000;
+
+// While writes are pending, how often the quiet point is re-checked besides write completions.
+const kQuietPollInterval = 5;
+
+const spentSockets = new WeakSet<tls.TLSSocket>();
+
+// True when captureSession() can be tried on this socket: created through connect() or
+// createServer() and not yet captured. A server socket is known to its tap once Node logs its
+// first secret, i.e. during the handshake, before 'secureConnection'.
+export function isSpliceCapable(tlsSocket: tls.TLSSocket): boolean {
+  const tap = tapOf(tlsSocket);
+  return tap !== undefined && tap.state === 'open';
+}
+
+// Destroys a spent TLSSocket without anything reaching the wire: the tap drops whatever Node
+// might still write, and TLSSocket.destroy() sends no close_notify.
+export function releaseSpentSocket(tlsSocket: tls.TLSSocket): void {
+  if (!spentSockets.has(tlsSocket)) {
+    throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
+      'releaseSpentSocket() takes a TLSSocket returned in a CapturedSession');
+  }
+  tlsSocket.on('error', () => {});
+  tlsSocket.destroy();
+}
+
+function refuse(code: string, message: string): SpliceError {
+  return new SpliceError(code, message);
+}
+
+function immediate(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function established(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
+  const done = tap.secureEstablished ||
+    (tlsSocket.getFinished() !== undefined && tlsSocket.getPeerFinished() !== undefined);
+  return done && !tlsSocket.destroyed && !tap.destroyed && !tap.raw.destroyed &&
+    tlsSocket.writable && !tlsSocket.writableEnded && !tlsSocket.readableEnded &&
+    !tap.eofDelivered;
+}
+
+// The checks that need no waiting; run before and again after the quiet point.
+function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
+  if (!established(tlsSocket, tap)) {
+    throw refuse('ERR_TLS_SPLICE_NOT_ESTABLISHED',
+      'The TLS handshake has not completed, or the socket has ended or been destroyed: splice ' +
+      "after 'secureConnect' (client) or 'secureConnection' (server), before ending the socket");
+  }
+  if (tap.failure) throw tap.failure;
+  const hello = tap.serverHello;
+  const version = tap.version;
+  if (hello === undefined || tap.clientHello === undefined || version === undefined) {
+    throw refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+      "The record tap saw no ClientHello/ServerHello for this session; use engine: 'js'");
+  }
+  if (version !== kTls12 && version !== kTls13) {
+    throw refuse('ERR_TLS_SPLICE_UNSUPPORTED_VERSION',
+      `The session negotiated ${tlsSocket.getProtocol() ?? `version 0x${version.toString(16)}`}; ` +
+      "the native engine needs TLS 1.2 or 1.3: set minVersion: 'TLSv1.2' or use engine: 'js'");
+  }
+  const protocol = tlsSocket.getProtocol();
+  const expected = version === kTls13 ? 'TLSv1.3' : 'TLSv1.2';
+  if (protocol !== expected) {
+    throw refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+      `The ServerHello the tap read says ${expected} but Node reports ${protocol}; ` +
+      "use engine: 'js'");
+  }
+  if (!binding.isNativeSuite(version, hello.cipherSuite)) {
+    const name = tlsSocket.getCipher()?.standardName ?? `0x${hello.cipherSuite.toString(16)}`;
+    throw refuse('ERR_TLS_SPLICE_UNSUPPORTED_CIPHER',
+      `The session uses ${name}; the native engine supports only AES-GCM and ChaCha20-Poly1305 ` +
+      "suites: restrict ciphers to AEAD suites or use engine: 'js'");
+  }
+  const standardName = tlsSocket.getCipher()?.standardName;
+  const name = binding.cipherSuiteName(version, hello.cipherSuite);
+  if (standardName !== undefined && name !== undefined && standardName !== name) {
+    throw refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+      `The ServerHello the tap read names ${name} but Node reports ${standardName}; ` +
+      "use engine: 'js'");
+  }
+  if (tap.in.renegotiated || tap.out.renegotiated) {
+    throw refuse('ERR_TLS_SPLICE_RENEGOTIATED',
+      'This TLS 1.2 session was renegotiated (or a renegotiation was requested); its keys are ' +
+      "no longer the logged ones: splice before renegotiating, or use engine: 'js'");
+  }
+  if (tap.in.keyUpdateSeen || tap.out.keyUpdateSeen) {
+    throw refuse('ERR_TLS_SPLICE_KEY_UPDATE_SEEN',
+      'A TLS 1.3 KeyUpdate was processed while Node owned the session and OpenSSL does not log ' +
+      "the updated secret: splice before any KeyUpdate, or use engine: 'js'");
+  }
+  const missing = requiredSecrets(version).filter((label) => tap.secret(label) === undefined);
+  if (missing.length > 0) {
+    throw refuse('ERR_TLS_SPLICE_NO_SECRETS',
+      `Node did not log ${missing.join(', ')} for this session (a 'keylog' listener must stay ` +
+      "attached from before the handshake); use engine: 'js'");
+  }
+  if (version === kTls12 && tap.secret('CLIENT_RANDOM')!.length !== 48) {
+    throw refuse('ERR_TLS_SPLICE_NO_SECRETS',
+      "The logged TLS 1.2 master secret is not 48 bytes; use engine: 'js'");
+  }
+  if (tap.rawFd() < 0) {
+    throw refuse('ERR_TLS_SPLICE_NO_FD',
+      'The socket under this TLS session has no file descriptor (it is not a TCP or IPC ' +
+      "net.Socket); use engine: 'js'");
+  }
+}
+
+function requiredSecrets(version: number): string[] {
+  return version === kTls13 ? ['CLIENT_TRAFFIC_SECRET_0', 'SERVER_TRAFFIC_SECRET_0'] :
+    ['CLIENT_RANDOM'];
+}
+
+function isQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
+  return tlsSocket.writableLength === 0 && tap.inflightWrites === 0 && tap.outPartialLength === 0;
+}
+
+// Waits until Node has nothing left to send: its writable buffer is empty, no write is in flight
+// in the tap, no partial record is pending, and the outgoing record count stays the same over two
+// setImmediate turns ('secure' fires before the handshake's last flight and tickets are written).
+async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, timeout: number):
+    Promise<void> {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (tlsSocket.destroyed || tap.destroyed) {
+      throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
+        'The TLS socket was destroyed while capture waited for its pending writes');
+    }
+    if (isQuiet(tlsSocket, tap)) {
+      const count = tap.out.recordCount;
+      await immediate();
+      await immediate();
+      if (isQuiet(tlsSocket, tap) && tap.out.recordCount === count &&
+          !tlsSocket.destroyed && !tap.destroyed) {
+        return;
+      }
+    } else {
+      await Promise.race([tap.writeSettled(), delay(kQuietPollInterval)]);
+    }
+    if (Date.now() > deadline) {
+      throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
+        `Node's pending writes did not leave within ${timeout} ms (is the peer reading?); ` +
+        'retry later or raise options.timeout');
+    }
+  }
+}
+
+interface DirectionKeys {
+  secret?: Buffer;
+  key?: Buffer;
+  iv?: Buffer;
+}
+
+function openAt(version: number, suite: number, keys: DirectionKeys, seq: bigint, record: Buffer) {
+  return binding.openRecord({ version, cipherSuite: suite, ...keys, seq, record });
+}
+
+function selfCheckFailed(what: string): SpliceError {
+  return refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+    `Self-check before capture failed: ${what}. The session cannot be taken over safely; ` +
+    "use engine: 'js'");
+}
+
+// Computes the next sequence number of one direction and proves it: the last record Node consumed
+// must open at seq - 1 under the logged keys (RFC 8446 5.3 / RFC 5246 6.2.3.3 nonces depend on it).
+function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite: number,
+                    keys: DirectionKeys, name: string): bigint {
+  const last = dir.lastConsumed;
+  if (version === kTls12) {
+    const seq = BigInt(dir.consumedProtected);
+    if (seq === 0n || last === undefined) {
+      throw selfCheckFailed(`no protected ${name} record was seen (the Finished is missing)`);
+    }
+    if (openAt(version, suite, keys, seq - 1n, last.data) === null) {
+      throw selfCheckFailed(`the last ${name} record does not open at sequence ${seq - 1n}`);
+    }
+    return seq;
+  }
+  tap.searchBoundary(dir);
+  if (dir.boundaryLost) {
+    throw selfCheckFailed(`the ${name} handshake was too long to follow`);
+  }
+  let boundary = dir.boundary;
+  if (boundary === undefined) {
+    // No record opened under the application secret: all protected records so far belong to the
+    // handshake, and Node must have consumed every one of them.
+    if (dir.consumedProtected !== dir.protectedCount) {
+      throw selfCheckFailed(`${name} records Node has not consumed do not open under the ` +
+        'application secret');
+    }
+    boundary = dir.protectedCount;
+  }
+  const seq = BigInt(dir.consumedProtected - boundary);
+  if (seq < 0n) {
+    throw selfCheckFailed(`Node has not consumed the whole ${name} handshake`);
+  }
+  if (last === undefined) return seq;
+  if (seq > 0n) {
+    const opened = openAt(version, suite, keys, seq - 1n, last.data);
+    if (opened === null) {
+      throw selfCheckFailed(`the last ${name} record does not open at sequence ${seq - 1n}` +
+        (dir.unopened ? ' (a short record earlier did not open either: probably a KeyUpdate)' : ''));
+    }
+    if (opened.type === ContentType.handshake &&
+        handshakeTypesIn(opened.plaintext).includes(HandshakeType.keyUpdate)) {
+      throw refuse('ERR_TLS_SPLICE_KEY_UPDATE_SEEN',
+        `The last ${name} record Node processed was a TLS 1.3 KeyUpdate and OpenSSL does not log ` +
+        "the updated secret: splice before any KeyUpdate, or use engine: 'js'");
+    }
+  } else {
+    // Only handshake records so far: the last must open under the handshake secret.
+    const hsSecret = tap.handshakeSecret(dir);
+    if (hsSecret !== undefined &&
+        openAt(version, suite, { secret: hsSecret }, BigInt(last.protectedIndex), last.data) === null) {
+      throw selfCheckFailed(`the last ${name} handshake record does not open under the ` +
+        'handshake secret');
+    }
+  }
+  return seq;
+}
+
+// max_fragment_length (RFC 6066 4): TLS 1.2 in the ServerHello; TLS 1.3 in EncryptedExtensions,
+// read here with the server handshake traffic secret. A server only sends it when the client
+// offered it ("Servers that receive an extended ClientHello containing a max_fragment_length
+// extension MAY accept the requested maximum fragment length"), so without an offer it is 2^14.
+function maxFragmentLengthOf(tap: RecordTap, version: number, suite: number): number {
+  if (version === kTls12) return tap.serverHello!.maxFragmentLength ?? kDefaultMaxFragmentLength;
+  if (tap.clientHello!.offeredMaxFragmentLength === undefined) return kDefaultMaxFragmentLength;
+  const serverDir = tap.isServer ? tap.out : tap.in;
+  const secret = tap.secret('SERVER_HANDSHAKE_TRAFFIC_SECRET');
+  if (secret === undefined) {
+    throw selfCheckFailed('the client offered max_fragment_length but ' +
+      'SERVER_HANDSHAKE_TRAFFIC_SECRET was not logged, so EncryptedExtensions cannot be read');
+  }
+  const reassembler = new HandshakeReassembler();
+  for (let i = 0; i < serverDir.firstProtected.length; i++) {
+    const opened = openAt(version, suite, { secret }, BigInt(i), serverDir.firstProtected[i]);
+    if (opened === null || opened.type !== ContentType.handshake) break;
+    const [first] = reassembler.push(opened.plaintext);
+    if (first !== undefined) {
+      if (first.type !== HandshakeType.encryptedExtensions) break;
+      try {
+        return parseEncryptedExtensions(first.body).maxFragmentLength ?? kDefaultMaxFragmentLength;
+      } catch (err) {
+        throw selfCheckFailed(`EncryptedExtensions could not be read (${(err as Error).message})`);
+      }
+    }
+  }
+  throw selfCheckFailed('EncryptedExtensions was not found in the first server records');
+}
+
+// Everything except the fd and the buffers; throws a refusal without side effects.
+function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
+    Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'fd'> {
+  const hello = tap.serverHello!;
+  const version = tap.version as 0x0303 | 0x0304;
+  const suite = hello.cipherSuite;
+  const clientRandom = tap.clientHello!.random;
+  const serverRandom = hello.random;
+  const readDir = tap.in;
+  const writeDir = tap.out;
+  let readKeys: DirectionKeys;
+  let writeKeys: DirectionKeys;
+  if (version === kTls13) {
+    readKeys = { secret: tap.applicationSecret(readDir) };
+    writeKeys = { secret: tap.applicationSecret(writeDir) };
+  } else {
+    const block = binding.deriveTls12KeyBlock(suite, tap.secret('CLIENT_RANDOM')!, clientRandom,
+      serverRandom);
+    const clientKeys = { key: block.clientKey, iv: block.clientIv };
+    const serverKeys = { key: block.serverKey, iv: block.serverIv };
+    readKeys = tap.isServer ? clientKeys : serverKeys;
+    writeKeys = tap.isServer ? serverKeys : clientKeys;
+  }
+  const readSeq = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+  const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent');
+  const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
+  const session: Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'fd'> = {
+    version: version === kTls13 ? 'TLSv1.3' : 'TLSv1.2',
+    versionId: version,
+    cipherSuite: suite,
+    cipherName: binding.cipherSuiteName(version, suite)!,
+    isServer: tap.isServer,
+    clientRandom: Buffer.from(clientRandom),
+    serverRandom: Buffer.from(serverRandom),
+    readSeq,
+    writeSeq,
+    maxFragmentLength,
+    tlsSocket,
+  };
+  if (version === kTls13) {
+    session.readSecret = Buffer.from(readKeys.secret!);
+    session.writeSecret = Buffer.from(writeKeys.secret!);
+  } else {
+    session.readKey = readKeys.key;
+    session.readIv = readKeys.iv;
+    session.writeKey = writeKeys.key;
+    session.writeIv = writeKeys.iv;
+  }
+  return session;
+}
+
+// Takes every byte of cleartext Node decrypted that the user has not read. 'data' listeners are
+// set aside meanwhile: read() emits 'data', and those bytes must not reach the user twice.
+function drainPlaintext(tlsSocket: tls.TLSSocket): Buffer {
+  const listeners = tlsSocket.rawListeners('data');
+  tlsSocket.removeAllListeners('data');
+  const parts: Buffer[] = [];
+  try {
+    for (let chunk = tlsSocket.read(); chunk !== null; chunk = tlsSocket.read()) {
+      parts.push(typeof chunk === 'string' ? Buffer.from(chunk, tlsSocket.readableEncoding ?? 'utf8') :
+        chunk as Buffer);
+    }
+  } finally {
+    for (const listener of listeners) tlsSocket.on('data', listener as (...args: any[]) => void);
+  }
+  return Buffer.concat(parts);
+}
+
+// From now on writes fail through the stream's own error path and nothing reaches OpenSSL.
+function makeSpent(tlsSocket: tls.TLSSocket): void {
+  const socket = tlsSocket as unknown as Record<string, unknown>;
+  socket._write = (_chunk: unknown, _encoding: unknown, callback: (err: Error) => void) =>
+    callback(spentError());
+  socket._writev = (_chunks: unknown, callback: (err: Error) => void) => callback(spentError());
+  socket._final = (callback: (err: Error) => void) => callback(spentError());
+  spentSockets.add(tlsSocket);
+}
+
+export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureOptions = {}):
+    Promise<CapturedSession> {
+  const tap = tapOf(tlsSocket);
+  if (tap === undefined) {
+    throw refuse('ERR_TLS_SPLICE_NOT_TAPPED',
+      'This TLSSocket was not created by tls-splice connect() or createServer(), so its ' +
+      "sequence numbers are unknowable; create it with tls-splice, or use engine: 'js'");
+  }
+  if (tap.state !== 'open') {
+    throw refuse('ERR_TLS_SPLICE_ALREADY_CAPTURED',
+      'This TLSSocket is already captured (or being captured) by tls-splice');
+  }
+  const timeout = options.timeout ?? kDefaultQuietTimeout;
+  if (typeof timeout !== 'number' || !(timeout >= 0)) {
+    throw refuse('ERR_TLS_SPLICE_INVALID_ARG', 'options.timeout must be a non-negative number');
+  }
+  checkCapturable(tlsSocket, tap);
+
+  // From the call on, Node gets no more records and the user no more 'data'; both are undone if
+  // capture is refused.
+  tap.hold();
+  const wasFlowing = tlsSocket.readableFlowing === true;
+  if (wasFlowing) tlsSocket.pause();
+  let fd = -1;
+  try {
+    await waitForQuiet(tlsSocket, tap, timeout);
+    checkCapturable(tlsSocket, tap);
+    const session = deriveSession(tlsSocket, tap);
+    fd = binding.dupFd(tap.rawFd());
+    // Irreversible from here on, and synchronous: nothing can run in between.
+    const plaintext = drainPlaintext(tlsSocket);
+    const pendingCiphertext = tap.detach();
+    makeSpent(tlsSocket);
+    return { ...session, plaintext, pendingCiphertext, fd };
+  } catch (err) {
+    if (fd >= 0) binding.closeFd(fd);
+    tap.releaseHold();
+    if (wasFlowing && !tlsSocket.destroyed) tlsSocket.resume();
+    throw err;
+  }
+}

@@ -1,0 +1,265 @@
+// Parsing of the few handshake messages the record tap reads: ClientHello and ServerHello (from
+// plaintext records) and EncryptedExtensions (after the tap opened it with the server handshake
+// traffic secret). Only what session capture needs is extracted; OpenSSL remains the judge of
+// whether a handshake is valid. Every length is checked against the bytes actually present, so a
+// hostile peer gets a HelloParseError, never an out-of-bounds read or a crash.
+//
+// Contract: the parse functions take one complete handshake message body (without its 4-byte
+// header) and either return the fields below or throw a SpliceError with code
+// ERR_TLS_SPLICE_BAD_HANDSHAKE. HandshakeReassembler turns record payloads into whole messages.
+import { SpliceError } from './errors';
+
+export const kHandshakeHeaderLength = 4;
+export const kRandomLength = 32;
+
+export const HandshakeType = {
+  clientHello: 1,
+  serverHello: 2,
+  newSessionTicket: 4,
+  encryptedExtensions: 8,
+  finished: 20,
+  keyUpdate: 24,
+} as const;
+
+export const ExtensionType = {
+  maxFragmentLength: 1,
+  supportedVersions: 43,
+} as const;
+
+export const kTls12 = 0x0303;
+export const kTls13 = 0x0304;
+
+// The largest handshake message the tap reassembles. A ClientHello carries at most 2^16-2 bytes of
+// cipher suites and 2^16-1 bytes of extensions (RFC 8446 4.1.2), so 2^17 plus the fixed fields
+// covers every valid hello; anything longer is refused without buffering it.
+export const kMaxHelloLength = 2 ** 17 + 512;
+
+// RFC 8446 4.1.3: "For reasons of backward compatibility with middleboxes (see Appendix D.4), the
+// HelloRetryRequest message uses the same structure as the ServerHello, but with Random set to the
+// special value of the SHA-256 of "HelloRetryRequest"".
+const kHelloRetryRequestRandom = Buffer.from(
+  'cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c', 'hex');
+
+// RFC 6066 4: max_fragment_length codes 1..4 mean 2^9, 2^10, 2^11, 2^12.
+export const kDefaultMaxFragmentLength = 2 ** 14;
+
+function maxFragmentLengthFromCode(code: number, what: string): number {
+  if (code < 1 || code > 4) {
+    throw badHandshake(`${what}: max_fragment_length code ${code} is not 1..4 (RFC 6066 4)`);
+  }
+  return 2 ** (8 + code);
+}
+
+function badHandshake(message: string): SpliceError {
+  return new SpliceError('ERR_TLS_SPLICE_BAD_HANDSHAKE', message);
+}
+
+// A bounds-checked cursor over one message body.
+class Reader {
+  #buf: Buffer;
+  #pos = 0;
+  #what: string;
+
+  constructor(buf: Buffer, what: string) {
+    this.#buf = buf;
+    this.#what = what;
+  }
+
+  get remaining(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  #need(n: number): void {
+    if (n > this.remaining) {
+      throw badHandshake(`${this.#what} is truncated (needs ${n} more bytes, has ${this.remaining})`);
+    }
+  }
+
+  u8(): number {
+    this.#need(1);
+    return this.#buf[this.#pos++];
+  }
+
+  u16(): number {
+    this.#need(2);
+    const v = this.#buf.readUInt16BE(this.#pos);
+    this.#pos += 2;
+    return v;
+  }
+
+  bytes(n: number): Buffer {
+    this.#need(n);
+    const out = this.#buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+
+  vector8(): Buffer {
+    return this.bytes(this.u8());
+  }
+
+  vector16(): Buffer {
+    return this.bytes(this.u16());
+  }
+
+  expectEnd(): void {
+    if (this.remaining !== 0) {
+      throw badHandshake(`${this.#what} has ${this.remaining} trailing bytes`);
+    }
+  }
+}
+
+// Parses an extensions block into type -> data. RFC 8446 4.2: "There MUST NOT be more than one
+// extension of the same type in a given extension block."
+function parseExtensions(block: Buffer, what: string): Map<number, Buffer> {
+  const reader = new Reader(block, `${what} extensions`);
+  const out = new Map<number, Buffer>();
+  while (reader.remaining > 0) {
+    const type = reader.u16();
+    const data = reader.vector16();
+    if (out.has(type)) throw badHandshake(`${what} repeats extension ${type}`);
+    out.set(type, data);
+  }
+  return out;
+}
+
+export interface ClientHelloInfo {
+  random: Buffer;
+  // The max_fragment_length the client asked for, if any (the server decides).
+  offeredMaxFragmentLength: number | undefined;
+}
+
+export function parseClientHello(body: Buffer): ClientHelloInfo {
+  const what = 'ClientHello';
+  const reader = new Reader(body, what);
+  reader.u16();                           // legacy_version
+  const random = Buffer.from(reader.bytes(kRandomLength));
+  const sessionId = reader.vector8();
+  if (sessionId.length > 32) throw badHandshake(`${what}: legacy_session_id longer than 32`);
+  const suites = reader.vector16();
+  if (suites.length < 2 || suites.length % 2 !== 0) {
+    throw badHandshake(`${what}: cipher_suites length ${suites.length} is not a positive even number`);
+  }
+  const compression = reader.vector8();
+  if (compression.length < 1) throw badHandshake(`${what}: empty compression_methods`);
+  let offeredMaxFragmentLength: number | undefined;
+  // RFC 5246 7.4.1.2: extensions may be absent altogether in a TLS 1.2 ClientHello.
+  if (reader.remaining > 0) {
+    const extensions = parseExtensions(reader.vector16(), what);
+    reader.expectEnd();
+    const mfl = extensions.get(ExtensionType.maxFragmentLength);
+    if (mfl !== undefined) {
+      if (mfl.length !== 1) throw badHandshake(`${what}: max_fragment_length is not one byte`);
+      offeredMaxFragmentLength = maxFragmentLengthFromCode(mfl[0], what);
+    }
+  }
+  return { random, offeredMaxFragmentLength };
+}
+
+export interface ServerHelloInfo {
+  random: Buffer;
+  isHelloRetryRequest: boolean;
+  // The negotiated version: supported_versions when present, else legacy_version.
+  version: number;
+  cipherSuite: number;
+  // TLS 1.2 only: max_fragment_length echoed by the server (TLS 1.3 carries it in
+  // EncryptedExtensions).
+  maxFragmentLength: number | undefined;
+}
+
+export function parseServerHello(body: Buffer): ServerHelloInfo {
+  const reader = new Reader(body, 'ServerHello');
+  const legacyVersion = reader.u16();
+  const random = Buffer.from(reader.bytes(kRandomLength));
+  const isHelloRetryRequest = random.equals(kHelloRetryRequestRandom);
+  const what = isHelloRetryRequest ? 'HelloRetryRequest' : 'ServerHello';
+  const sessionId = reader.vector8();
+  if (sessionId.length > 32) throw badHandshake(`${what}: legacy_session_id longer than 32`);
+  const cipherSuite = reader.u16();
+  reader.u8();                            // legacy_compression_method
+  let version = legacyVersion;
+  let maxFragmentLength: number | undefined;
+  if (reader.remaining > 0) {
+    const extensions = parseExtensions(reader.vector16(), what);
+    reader.expectEnd();
+    const supported = extensions.get(ExtensionType.supportedVersions);
+    if (supported !== undefined) {
+      // RFC 8446 4.2.1: in a ServerHello, supported_versions holds one selected_version.
+      if (supported.length !== 2) throw badHandshake(`${what}: supported_versions is not 2 bytes`);
+      version = supported.readUInt16BE(0);
+    }
+    const mfl = extensions.get(ExtensionType.maxFragmentLength);
+    if (mfl !== undefined) {
+      if (mfl.length !== 1) throw badHandshake(`${what}: max_fragment_length is not one byte`);
+      maxFragmentLength = maxFragmentLengthFromCode(mfl[0], what);
+    }
+  }
+  return { random, isHelloRetryRequest, version, cipherSuite, maxFragmentLength };
+}
+
+export interface EncryptedExtensionsInfo {
+  maxFragmentLength: number | undefined;
+}
+
+export function parseEncryptedExtensions(body: Buffer): EncryptedExtensionsInfo {
+  const what = 'EncryptedExtensions';
+  const reader = new Reader(body, what);
+  const extensions = parseExtensions(reader.vector16(), what);
+  reader.expectEnd();
+  const mfl = extensions.get(ExtensionType.maxFragmentLength);
+  let maxFragmentLength: number | undefined;
+  if (mfl !== undefined) {
+    if (mfl.length !== 1) throw badHandshake(`${what}: max_fragment_length is not one byte`);
+    maxFragmentLength = maxFragmentLengthFromCode(mfl[0], what);
+  }
+  return { maxFragmentLength };
+}
+
+export interface HandshakeMessage {
+  type: number;
+  body: Buffer;
+}
+
+// Joins handshake record payloads into whole messages. RFC 8446 5.1: "Handshake messages MAY be
+// coalesced into a single TLSPlaintext record or fragmented across several such records".
+export class HandshakeReassembler {
+  #held: Buffer = Buffer.alloc(0);
+  #maxLength: number;
+
+  constructor(maxLength: number = kMaxHelloLength) {
+    this.#maxLength = maxLength;
+  }
+
+  // Returns the messages completed by this fragment; throws ERR_TLS_SPLICE_BAD_HANDSHAKE when a
+  // message announces more than maxLength bytes.
+  push(fragment: Buffer): HandshakeMessage[] {
+    this.#held = this.#held.length === 0 ? fragment : Buffer.concat([this.#held, fragment]);
+    const out: HandshakeMessage[] = [];
+    let pos = 0;
+    while (this.#held.length - pos >= kHandshakeHeaderLength) {
+      const length = this.#held.readUIntBE(pos + 1, 3);
+      if (length > this.#maxLength) {
+        this.#held = Buffer.alloc(0);
+        throw badHandshake(`handshake message of ${length} bytes exceeds the ${this.#maxLength}-byte bound`);
+      }
+      if (this.#held.length - pos - kHandshakeHeaderLength < length) break;
+      const start = pos + kHandshakeHeaderLength;
+      out.push({ type: this.#held[pos], body: this.#held.subarray(start, start + length) });
+      pos = start + length;
+    }
+    this.#held = pos === this.#held.length ? Buffer.alloc(0) : Buffer.from(this.#held.subarray(pos));
+    return out;
+  }
+}
+
+// Returns the handshake message types in one decrypted TLS 1.3 handshake record, stopping at a
+// truncated tail (a message continued in the next record).
+export function handshakeTypesIn(plaintext: Buffer): number[] {
+  const types: number[] = [];
+  let pos = 0;
+  while (plaintext.length - pos >= kHandshakeHeaderLength) {
+    types.push(plaintext[pos]);
+    pos += kHandshakeHeaderLength + plaintext.readUIntBE(pos + 1, 3);
+  }
+  return types;
+}

@@ -1,0 +1,744 @@
+// The record tap: a plain JS Duplex between the TCP net.Socket and Node's TLS layer
+// (DESIGN.md, "The one hard part"). Node wraps it in a JSStreamSocket, so every byte of ciphertext
+// in both directions passes through here. The tap
+//   - frames records (5-byte headers) in both directions and hands Node only whole records, so
+//     that OpenSSL never holds a partial record;
+//   - counts the records of each direction, and the ones Node has consumed (inbound: delivered to
+//     Node; outbound: written by Node);
+//   - reads the plaintext ClientHello/ServerHello (randoms, version, cipher suite, TLS 1.2
+//     max_fragment_length) and detects TLS 1.2 renegotiation;
+//   - for TLS 1.3, keeps the protected records since the handshake began until trial decryption
+//     finds the first one under the application key, then drops them;
+//   - keeps an 'error' listener on the raw socket at every moment and tracks in-flight writes;
+//   - on capture, stops Node's reading of the raw socket, hands over what Node never got, and
+//     closes Node's copy of the fd.
+//
+// A hostile peer can send anything: every length is bounded, a bad record header destroys the tap
+// with ERR_TLS_SPLICE_BAD_RECORD (Node reports it as a TLS socket error), and a hello the tap
+// cannot parse only makes the session unsplicable; OpenSSL still decides whether it is valid.
+import { Duplex } from 'node:stream';
+import * as net from 'node:net';
+import type * as tls from 'node:tls';
+
+import { binding } from './binding';
+import { SpliceError } from './errors';
+import {
+  ClientHelloInfo,
+  HandshakeReassembler,
+  HandshakeType,
+  ServerHelloInfo,
+  handshakeTypesIn,
+  kTls12,
+  kTls13,
+  parseClientHello,
+  parseServerHello,
+} from './hello';
+
+export const kRecordHeaderLength = 5;
+
+// RFC 5246 6.2.3: "The length (in bytes) of the following TLSCiphertext.fragment. The length MUST
+// NOT exceed 2^14 + 2048." TLS 1.3 is stricter (2^14 + 256, RFC 8446 5.2); OpenSSL enforces that.
+export const kMaxRecordBodyLength = 2 ** 14 + 2048;
+
+export const ContentType = {
+  changeCipherSpec: 20,
+  alert: 21,
+  handshake: 22,
+  applicationData: 23,
+} as const;
+
+// Inbound records queued in the tap (not yet given to Node) before the raw socket is paused; keeps
+// memory bounded when Node is not reading.
+const kInboundHighWaterMark = 64 * 1024;
+
+// Most bytes handed to Node in one chunk.
+const kDeliverBatchBytes = 64 * 1024;
+
+// TLS 1.3: protected records retained until the application-key boundary is known. A handshake
+// flight is a handful of records (a large certificate chain: a few dozen); past this the session
+// is declared unsplicable rather than buffering without limit.
+const kMaxRetainedRecords = 64;
+const kMaxRetainedBytes = 1024 * 1024;
+
+// TLS 1.3: how many of the first protected server records are kept to read EncryptedExtensions.
+const kMaxEncryptedExtensionsRecords = 4;
+
+// TLS 1.3: post-handshake records at most this long are trial-opened to spot a KeyUpdate (22 bytes
+// of ciphertext unpadded). Bulk data records are larger and are never decrypted in JS.
+const kKeyUpdateProbeMaxBody = 255;
+
+export interface TappedRecord {
+  data: Buffer;             // the whole record, header included
+  type: number;             // outer content type
+  protectedIndex: number;   // position among this direction's protected records; -1 if plaintext
+  consumed: boolean;        // given to Node (inbound) or written by Node (outbound)
+  renegotiation: boolean;   // TLS 1.2: a handshake record after this direction's Finished
+  keyUpdate: boolean;       // TLS 1.3: carries a KeyUpdate (known once the boundary is known)
+  unopened: boolean;        // TLS 1.3: a probed record did not open under the generation-0 key
+}
+
+// Incremental record framing: returns whole records, holds a partial tail, and throws
+// ERR_TLS_SPLICE_BAD_RECORD on a header that cannot start a TLS record.
+export class RecordFramer {
+  #held: Buffer = Buffer.alloc(0);
+  readonly #what: string;
+
+  constructor(what: string) {
+    this.#what = what;
+  }
+
+  get partialLength(): number {
+    return this.#held.length;
+  }
+
+  takePartial(): Buffer {
+    const out = this.#held;
+    this.#held = Buffer.alloc(0);
+    return out;
+  }
+
+  push(chunk: Buffer): Buffer[] {
+    const buf = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk]);
+    const out: Buffer[] = [];
+    let pos = 0;
+    while (buf.length - pos >= kRecordHeaderLength) {
+      const type = buf[pos];
+      const major = buf[pos + 1];
+      const length = buf.readUInt16BE(pos + 3);
+      if (type < ContentType.changeCipherSpec || type > ContentType.applicationData) {
+        throw this.#bad(`content type ${type}`);
+      }
+      // RFC 8446 5.1 / RFC 5246 6.2.1: legacy_record_version is 0x03xx in every TLS record.
+      if (major !== 3) {
+        throw this.#bad(`record version 0x${buf.readUInt16BE(pos + 1).toString(16).padStart(4, '0')}`);
+      }
+      if (length > kMaxRecordBodyLength) {
+        throw this.#bad(`record length ${length} (the limit is ${kMaxRecordBodyLength})`);
+      }
+      const end = pos + kRecordHeaderLength + length;
+      if (end > buf.length) break;
+      out.push(buf.subarray(pos, end));
+      pos = end;
+    }
+    this.#held = pos === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(pos));
+    return out;
+  }
+
+  #bad(what: string): SpliceError {
+    this.#held = Buffer.alloc(0);
+    return new SpliceError('ERR_TLS_SPLICE_BAD_RECORD',
+      `The ${this.#what} is not a TLS record stream: ${what}`);
+  }
+}
+
+// What the tap knows about one direction of the connection.
+export class DirectionState {
+  readonly fromServer: boolean;
+  recordCount = 0;
+  protectedCount = 0;
+  changeCipherSpecSeen = false;       // TLS 1.2
+  protectedHandshakeRecords = 0;      // TLS 1.2: the first is Finished
+  reassembler: HandshakeReassembler | null = new HandshakeReassembler();
+  retained: TappedRecord[] = [];      // TLS 1.3, until the boundary is known
+  retainedBytes = 0;
+  trialNext = 0;
+  boundary: number | undefined;       // TLS 1.3: protected index of the first application record
+  boundaryLost = false;
+  firstProtected: Buffer[] = [];      // TLS 1.3 server direction: holds EncryptedExtensions
+  consumedProtected = 0;
+  lastConsumed: TappedRecord | undefined;
+  renegotiated = false;
+  keyUpdateSeen = false;
+  unopened = false;
+
+  constructor(fromServer: boolean) {
+    this.fromServer = fromServer;
+  }
+}
+
+export interface RecordTapOptions {
+  isServer: boolean;
+  // Called once the ClientHello random is known (the server maps keylog lines with it).
+  onClientHello?: (tap: RecordTap) => void;
+  onClose?: (tap: RecordTap) => void;
+}
+
+type TapState = 'open' | 'capturing' | 'captured';
+
+const tapsBySocket = new WeakMap<tls.TLSSocket, RecordTap>();
+
+// The tap a TLSSocket was created over, if any.
+export function tapOf(tlsSocket: tls.TLSSocket): RecordTap | undefined {
+  return tapsBySocket.get(tlsSocket);
+}
+
+export function spentError(): SpliceError {
+  return new SpliceError('ERR_TLS_SPLICE_SPENT',
+    'This TLSSocket was handed to tls-splice and can no longer read or write; use the splice ' +
+    '(or engine: \'js\' when the socket must stay usable)');
+}
+
+function noop(): void {}
+
+// Keylog line: "<LABEL> <64 hex client random> <hex secret>" (NSS key log format).
+export function parseKeylogLine(line: Buffer | string):
+    { label: string; clientRandom: string; secret: Buffer } | undefined {
+  const parts = line.toString('latin1').trim().split(' ');
+  if (parts.length !== 3) return undefined;
+  const [label, clientRandom, secretHex] = parts;
+  if (!/^[0-9a-fA-F]{64}$/.test(clientRandom) || !/^(?:[0-9a-fA-F]{2})+$/.test(secretHex)) {
+    return undefined;
+  }
+  return { label, clientRandom: clientRandom.toLowerCase(), secret: Buffer.from(secretHex, 'hex') };
+}
+
+export class RecordTap extends Duplex {
+  readonly raw: net.Socket;
+  readonly isServer: boolean;
+  readonly in: DirectionState;
+  readonly out: DirectionState;
+  clientHello: ClientHelloInfo | undefined;
+  serverHello: ServerHelloInfo | undefined;
+  helloRetryRequest = false;
+  tlsSocket: tls.TLSSocket | undefined;
+  secureEstablished = false;
+  // Why this session cannot be captured, when the tap lost track of it (never a tap error).
+  failure: SpliceError | undefined;
+
+  #options: RecordTapOptions;
+  #version: number | undefined;
+  #secrets = new Map<string, Buffer>();
+  #inFramer = new RecordFramer('data received from the peer');
+  #outFramer = new RecordFramer('data Node wrote');
+  #state: TapState = 'open';
+
+  // Inbound records not yet pushed to the Readable side, oldest first.
+  #queue: TappedRecord[] = [];
+  #queueHead = 0;
+  #queueBytes = 0;
+  // Records pushed to the Readable side whose bytes Node has not yet received through 'data'.
+  #pushed: { record: TappedRecord; end: number }[] = [];
+  #pushedHead = 0;
+  #pushedBytes = 0;
+  #emittedBytes = 0;
+
+  #readWanted = false;
+  #readGeneration = 0;
+  #delivering = false;
+  #held = false;
+  #eofQueued = false;
+  #eofDelivered = false;
+  #rawClosed = false;
+  #rawFlowing = false;
+  #inflightWrites = 0;
+  #writeWaiters: (() => void)[] = [];
+
+  constructor(raw: net.Socket, options: RecordTapOptions) {
+    // The tap decides half-open behaviour the way the raw socket would: TLSSocket copies
+    // allowHalfOpen from the stream it wraps.
+    super({ allowHalfOpen: true, decodeStrings: true });
+    if (raw.readableEncoding !== null || raw.readableObjectMode) {
+      throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
+        'The socket to tap must deliver Buffers: do not call setEncoding() on it');
+    }
+    this.raw = raw;
+    this.isServer = options.isServer;
+    this.#options = options;
+    this.in = new DirectionState(!options.isServer);
+    this.out = new DirectionState(options.isServer);
+    this.allowHalfOpen = raw.allowHalfOpen;
+
+    // Read only when Node asks (pauseOnConnect keeps working, and nothing is read ahead of need).
+    raw.pause();
+    raw.on('error', this.#onRawError);
+    raw.on('data', this.#onRawData);
+    raw.on('end', this.#onRawEnd);
+    raw.on('close', this.#onRawClose);
+    if (raw.readableEnded) this.#onRawEnd();
+    this.once('end', () => {
+      if (this.#rawClosed) this.destroy();
+    });
+  }
+
+  get version(): number | undefined {
+    return this.#version;
+  }
+
+  get state(): TapState {
+    return this.#state;
+  }
+
+  get inflightWrites(): number {
+    return this.#inflightWrites;
+  }
+
+  get outPartialLength(): number {
+    return this.#outFramer.partialLength;
+  }
+
+  get eofDelivered(): boolean {
+    return this.#eofDelivered;
+  }
+
+  secret(label: string): Buffer | undefined {
+    return this.#secrets.get(label);
+  }
+
+  // Links the TLSSocket created over this tap. Also makes the TLSSocket report the raw socket's
+  // addresses and socket options: a JSStreamSocket-backed TLSSocket has none of its own.
+  attachTLSSocket(tlsSocket: tls.TLSSocket): void {
+    this.tlsSocket = tlsSocket;
+    tapsBySocket.set(tlsSocket, this);
+    tlsSocket.once('secure', () => {
+      this.secureEstablished = true;
+    });
+    const raw = this.raw;
+    for (const name of ['remoteAddress', 'remotePort', 'remoteFamily',
+                        'localAddress', 'localPort', 'localFamily'] as const) {
+      Object.defineProperty(tlsSocket, name, {
+        configurable: true,
+        enumerable: false,
+        get: () => raw[name],
+      });
+    }
+    const proxy = tlsSocket as unknown as Record<string, unknown>;
+    proxy.address = () => raw.address();
+    proxy.setNoDelay = (noDelay?: boolean) => {
+      if (!raw.destroyed) raw.setNoDelay(noDelay);
+      return tlsSocket;
+    };
+    proxy.setKeepAlive = (enable?: boolean, initialDelay?: number) => {
+      if (!raw.destroyed) raw.setKeepAlive(enable, initialDelay);
+      return tlsSocket;
+    };
+  }
+
+  // Takes one NSS key-log line from Node. Lines for another client random (another connection, or
+  // a renegotiation) are ignored. Returns whether the line was kept.
+  addKeylogLine(line: Buffer | string): boolean {
+    const parsed = parseKeylogLine(line);
+    if (parsed === undefined || this.clientHello === undefined) return false;
+    if (parsed.clientRandom !== this.clientHello.random.toString('hex')) return false;
+    if (!this.#secrets.has(parsed.label)) this.#secrets.set(parsed.label, parsed.secret);
+    this.searchBoundary(this.in);
+    this.searchBoundary(this.out);
+    return true;
+  }
+
+  // ---- inbound: raw socket -> Node -------------------------------------------------------------
+
+  #onRawData = (chunk: Buffer): void => {
+    if (this.#state === 'captured') return;
+    let records: Buffer[];
+    try {
+      records = this.#inFramer.push(chunk);
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    }
+    for (const data of records) {
+      const record = this.#track(this.in, data);
+      this.#queue.push(record);
+      this.#queueBytes += data.length;
+    }
+    this.#deliver();
+  };
+
+  #onRawEnd = (): void => {
+    this.#eofQueued = true;
+    this.#deliver();
+  };
+
+  #onRawError = (err: Error): void => {
+    if (this.#state === 'captured') return;
+    this.destroy(err);
+  };
+
+  #onRawClose = (): void => {
+    this.#rawClosed = true;
+    if (this.#state === 'captured') return;
+    if (!this.#eofQueued) this.#onRawEnd();
+    if (this.readableEnded) this.destroy();
+  };
+
+  override _read(): void {
+    this.#readWanted = true;
+    this.#readGeneration++;
+    this.#deliver();
+  }
+
+  // Hands queued whole records to Node while it wants them.
+  #deliver(): void {
+    if (this.#delivering) return;
+    this.#delivering = true;
+    try {
+      while (this.#readWanted && !this.#held && this.#state === 'open' &&
+             this.#queueHead < this.#queue.length) {
+        const batch: Buffer[] = [];
+        let bytes = 0;
+        while (this.#queueHead < this.#queue.length && bytes < kDeliverBatchBytes) {
+          const record = this.#queue[this.#queueHead++];
+          batch.push(record.data);
+          bytes += record.data.length;
+          this.#pushedBytes += record.data.length;
+          this.#pushed.push({ record, end: this.#pushedBytes });
+        }
+        this.#queueBytes -= bytes;
+        this.#compactQueue();
+        const generation = this.#readGeneration;
+        const more = this.push(batch.length === 1 ? batch[0] : Buffer.concat(batch, bytes));
+        if (!more && generation === this.#readGeneration) this.#readWanted = false;
+      }
+      if (this.#eofQueued && !this.#eofDelivered && !this.#held && this.#state === 'open' &&
+          this.#queueHead === this.#queue.length) {
+        this.#eofDelivered = true;
+        this.push(null);
+      }
+    } finally {
+      this.#delivering = false;
+    }
+    this.#updateRawFlow();
+  }
+
+  #compactQueue(): void {
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  // The raw socket is read only while Node wants records and the queue is short.
+  #updateRawFlow(): void {
+    if (this.#state === 'captured' || this.raw.destroyed) return;
+    const flow = this.#readWanted && !this.#held && this.#state === 'open' &&
+      this.#queueBytes < kInboundHighWaterMark;
+    if (flow && !this.#rawFlowing) {
+      this.#rawFlowing = true;
+      this.raw.resume();
+    } else if (!flow && this.#rawFlowing) {
+      this.#rawFlowing = false;
+      this.raw.pause();
+    }
+  }
+
+  // Every chunk Node receives passes through here: JSStreamSocket feeds it to OpenSSL
+  // synchronously from its 'data' listener, so a record counts as consumed once emitted.
+  // After capture nothing may reach OpenSSL again, so late 'data' is swallowed.
+  override emit(event: string | symbol, ...args: any[]): boolean {
+    if (event === 'data') {
+      if (this.#state === 'captured') return false;
+      this.#onDelivered((args[0] as Buffer).length);
+    }
+    return super.emit(event, ...args);
+  }
+
+  #onDelivered(length: number): void {
+    this.#emittedBytes += length;
+    while (this.#pushedHead < this.#pushed.length &&
+           this.#pushed[this.#pushedHead].end <= this.#emittedBytes) {
+      this.#consume(this.in, this.#pushed[this.#pushedHead++].record);
+    }
+    if (this.#pushedHead === this.#pushed.length) {
+      this.#pushed = [];
+      this.#pushedHead = 0;
+    } else {
+      const head = this.#pushed[this.#pushedHead];
+      if (head.end - head.record.data.length < this.#emittedBytes) {
+        this.#fail('Node received part of a record; the record boundary is lost');
+      }
+      if (this.#pushedHead > 1024) {
+        this.#pushed = this.#pushed.slice(this.#pushedHead);
+        this.#pushedHead = 0;
+      }
+    }
+  }
+
+  // ---- outbound: Node -> raw socket ------------------------------------------------------------
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding,
+                  callback: (error?: Error | null) => void): void {
+    if (this.#state === 'captured') {
+      // Nothing Node writes after capture may reach the wire: its sequence numbers are stale.
+      callback(spentError());
+      return;
+    }
+    let records: Buffer[];
+    try {
+      records = this.#outFramer.push(chunk);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    for (const data of records) this.#consume(this.out, this.#track(this.out, data));
+    this.#inflightWrites++;
+    this.raw.write(chunk, (err?: Error | null) => {
+      this.#inflightWrites--;
+      const waiters = this.#writeWaiters;
+      this.#writeWaiters = [];
+      for (const wake of waiters) wake();
+      callback(err);
+    });
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    if (this.#state !== 'captured' && !this.raw.destroyed && !this.raw.writableEnded) {
+      this.raw.end();
+    }
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#state !== 'captured') this.raw.destroy();
+    this.#options.onClose?.(this);
+    callback(err);
+  }
+
+  // Resolves when an in-flight write completes (or at once when none is in flight).
+  writeSettled(): Promise<void> {
+    if (this.#inflightWrites === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#writeWaiters.push(resolve));
+  }
+
+  // ---- record bookkeeping ----------------------------------------------------------------------
+
+  #track(dir: DirectionState, data: Buffer): TappedRecord {
+    const record: TappedRecord = {
+      data,
+      type: data[0],
+      protectedIndex: -1,
+      consumed: false,
+      renegotiation: false,
+      keyUpdate: false,
+      unopened: false,
+    };
+    dir.recordCount++;
+    const version = this.#version;
+    switch (record.type) {
+      case ContentType.changeCipherSpec:
+        // RFC 8446 5: in TLS 1.3 a change_cipher_spec record is only middlebox compatibility; it
+        // is never protected and takes no sequence number.
+        if (version === kTls13) break;
+        if (dir.changeCipherSpecSeen) record.renegotiation = true;
+        dir.changeCipherSpecSeen = true;
+        break;
+      case ContentType.handshake:
+        if (version === kTls12 && dir.changeCipherSpecSeen) {
+          record.protectedIndex = dir.protectedCount++;
+          // The first protected handshake record is Finished; any later one starts a
+          // renegotiation (HelloRequest or ClientHello), which changes the keys.
+          if (++dir.protectedHandshakeRecords > 1) record.renegotiation = true;
+        } else {
+          this.#readHello(dir, data);
+        }
+        break;
+      case ContentType.alert:
+        if (version === kTls12 && dir.changeCipherSpecSeen) {
+          record.protectedIndex = dir.protectedCount++;
+        }
+        break;
+      case ContentType.applicationData:
+        if (version === kTls13) {
+          record.protectedIndex = dir.protectedCount++;
+          this.#trackTls13(dir, record);
+        } else if (version === kTls12 && dir.changeCipherSpecSeen) {
+          record.protectedIndex = dir.protectedCount++;
+        } else {
+          this.#fail('application data arrived before the handshake protected it ' +
+            '(0-RTT early data is not supported)');
+        }
+        break;
+    }
+    return record;
+  }
+
+  #consume(dir: DirectionState, record: TappedRecord): void {
+    record.consumed = true;
+    if (record.protectedIndex >= 0) {
+      dir.consumedProtected = record.protectedIndex + 1;
+      dir.lastConsumed = record;
+    }
+    if (record.renegotiation) dir.renegotiated = true;
+    if (record.keyUpdate) dir.keyUpdateSeen = true;
+    if (record.unopened) dir.unopened = true;
+  }
+
+  #readHello(dir: DirectionState, data: Buffer): void {
+    if (dir.reassembler === null) return;
+    try {
+      for (const message of dir.reassembler.push(data.subarray(kRecordHeaderLength))) {
+        if (!dir.fromServer && message.type === HandshakeType.clientHello) {
+          // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
+          this.clientHello = parseClientHello(message.body);
+          dir.reassembler = null;
+          this.#options.onClientHello?.(this);
+          return;
+        }
+        if (dir.fromServer && message.type === HandshakeType.serverHello) {
+          const hello = parseServerHello(message.body);
+          this.#version = hello.version;
+          if (hello.isHelloRetryRequest) {
+            this.helloRetryRequest = true;
+            continue;
+          }
+          this.serverHello = hello;
+          dir.reassembler = null;
+          return;
+        }
+      }
+    } catch (err) {
+      dir.reassembler = null;
+      this.#fail(`the ${dir.fromServer ? 'ServerHello' : 'ClientHello'} could not be read: ` +
+        (err as Error).message, err);
+    }
+  }
+
+  #trackTls13(dir: DirectionState, record: TappedRecord): void {
+    if (dir.fromServer && dir.firstProtected.length < kMaxEncryptedExtensionsRecords) {
+      dir.firstProtected.push(record.data);
+    }
+    if (dir.boundary !== undefined) {
+      this.#probe(dir, record);
+      return;
+    }
+    if (dir.boundaryLost) return;
+    dir.retained.push(record);
+    dir.retainedBytes += record.data.length;
+    if (dir.retained.length > kMaxRetainedRecords || dir.retainedBytes > kMaxRetainedBytes) {
+      dir.boundaryLost = true;
+      dir.retained = [];
+      dir.retainedBytes = 0;
+      return;
+    }
+    this.searchBoundary(dir);
+  }
+
+  // The secret that protects this direction's application records (TLS 1.3).
+  applicationSecret(dir: DirectionState): Buffer | undefined {
+    return this.#secrets.get(dir.fromServer ? 'SERVER_TRAFFIC_SECRET_0' : 'CLIENT_TRAFFIC_SECRET_0');
+  }
+
+  handshakeSecret(dir: DirectionState): Buffer | undefined {
+    return this.#secrets.get(dir.fromServer ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' :
+      'CLIENT_HANDSHAKE_TRAFFIC_SECRET');
+  }
+
+  // TLS 1.3: handshake and application records share outer type 23; the first one that opens
+  // under the application secret at sequence 0 is the boundary. Each retained record is tried
+  // once; the retained records are dropped as soon as the boundary is found.
+  searchBoundary(dir: DirectionState): void {
+    if (this.#version !== kTls13 || dir.boundary !== undefined || dir.boundaryLost) return;
+    const suite = this.serverHello?.cipherSuite;
+    const secret = this.applicationSecret(dir);
+    if (suite === undefined || secret === undefined || !binding.isNativeSuite(kTls13, suite)) return;
+    while (dir.trialNext < dir.retained.length) {
+      const index = dir.trialNext++;
+      const record = dir.retained[index];
+      const opened = binding.openRecord({
+        version: kTls13, cipherSuite: suite, secret, seq: 0n, record: record.data,
+      });
+      if (opened !== null) {
+        dir.boundary = record.protectedIndex;
+        const after = dir.retained.slice(index);
+        dir.retained = [];
+        dir.retainedBytes = 0;
+        for (const r of after) this.#probe(dir, r);
+        return;
+      }
+    }
+  }
+
+  // TLS 1.3: opens short post-handshake records to notice a KeyUpdate, which OpenSSL follows
+  // without logging the new secret.
+  #probe(dir: DirectionState, record: TappedRecord): void {
+    if (record.data.length - kRecordHeaderLength > kKeyUpdateProbeMaxBody) return;
+    const suite = this.serverHello?.cipherSuite;
+    const secret = this.applicationSecret(dir);
+    if (suite === undefined || secret === undefined || dir.boundary === undefined) return;
+    const opened = binding.openRecord({
+      version: kTls13, cipherSuite: suite, secret,
+      seq: BigInt(record.protectedIndex - dir.boundary), record: record.data,
+    });
+    if (opened === null) {
+      record.unopened = true;
+    } else if (opened.type === ContentType.handshake &&
+               handshakeTypesIn(opened.plaintext).includes(HandshakeType.keyUpdate)) {
+      record.keyUpdate = true;
+    }
+    if (record.consumed) this.#consume(dir, record);
+  }
+
+  #fail(message: string, cause?: unknown): void {
+    this.failure ??= new SpliceError('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+      `The record tap lost track of this session: ${message}; use engine: 'js'`, { cause });
+  }
+
+  // ---- capture -----------------------------------------------------------------------------------
+
+  // Stops handing records to Node (reversible with releaseHold()).
+  hold(): void {
+    if (this.#state !== 'open') return;
+    this.#state = 'capturing';
+    this.#held = true;
+    this.#updateRawFlow();
+  }
+
+  releaseHold(): void {
+    if (this.#state !== 'capturing') return;
+    this.#state = 'open';
+    this.#held = false;
+    this.#deliver();
+  }
+
+  // The raw socket's file descriptor, or -1 when it has none (not a TCP or IPC socket).
+  rawFd(): number {
+    const handle = (this.raw as unknown as { _handle?: { fd?: unknown } | null })._handle;
+    const fd = handle?.fd;
+    return typeof fd === 'number' && fd >= 0 ? fd : -1;
+  }
+
+  // The irreversible step of capture. Stops Node reading the raw socket, collects every byte of
+  // ciphertext Node never got (records pushed but not emitted, queued records, the partial tail,
+  // and what the raw socket had buffered), then destroys the raw socket, which closes Node's copy
+  // of the fd without FIN or RST while the caller's duplicate keeps the connection open.
+  detach(): Buffer {
+    this.#state = 'captured';
+    this.#held = true;
+    const parts: Buffer[] = [];
+    for (let i = this.#pushedHead; i < this.#pushed.length; i++) {
+      parts.push(this.#pushed[i].record.data);
+    }
+    for (let i = this.#queueHead; i < this.#queue.length; i++) parts.push(this.#queue[i].data);
+    this.#pushed = [];
+    this.#queue = [];
+    this.#pushedHead = this.#queueHead = this.#queueBytes = 0;
+    parts.push(this.#inFramer.takePartial());
+
+    const raw = this.raw;
+    raw.removeListener('data', this.#onRawData);
+    raw.removeListener('end', this.#onRawEnd);
+    raw.removeListener('close', this.#onRawClose);
+    raw.removeListener('error', this.#onRawError);
+    // Keep an 'error' listener for good: an error with no listener crashes the process.
+    raw.on('error', noop);
+    raw.pause();
+    const handle = (raw as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })
+      ._handle;
+    if (handle && typeof handle.readStop === 'function') {
+      handle.reading = false;
+      handle.readStop();
+    }
+    // read() below would call _read(), which restarts reading on the handle; the socket is about
+    // to be destroyed, so reading is switched off for good on this instance.
+    (raw as unknown as { _read: () => void })._read = noop;
+    for (let chunk = raw.read(); chunk !== null; chunk = raw.read()) parts.push(chunk as Buffer);
+    // Keep the addresses readable after the handle is gone (net caches them on first use).
+    raw.address();
+    void raw.remoteAddress;
+    raw.destroy();
+    this.#options.onClose?.(this);
+    return Buffer.concat(parts);
+  }
+}
