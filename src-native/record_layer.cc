@@ -9,6 +9,8 @@ namespace {
 constexpr uint32_t kMaxWarningAlertsInARow = 4;
 // Renegotiation is refused with a warning; a peer that keeps asking is not going to stop.
 constexpr uint32_t kMaxRenegotiationRefusals = 4;
+// RecordProtection never uses sequence number 2^64-1; the one before it is kept for a KeyUpdate.
+constexpr uint64_t kLastSequenceForKeyUpdate = UINT64_MAX - 1;
 
 // RFC 8446 4.6.1: checks that a NewSessionTicket body is exactly
 //   uint32 lifetime; uint32 age_add; opaque nonce<0..255>; opaque ticket<1..2^16-1>;
@@ -334,8 +336,12 @@ size_t RecordLayer::seal_application_data(const uint8_t* plaintext, size_t lengt
     written = seal_pending_control(out, capacity);
     if (written == 0) return 0;
   }
-  // RFC 8446 5.5: rekey before the AEAD usage limit of the current key.
-  if (is_tls13() && write_.seq() >= key_update_after_records_) {
+  // RFC 8446 5.5: rekey before the AEAD usage limit of the current key. RFC 8446 5.3: "If a
+  // TLS implementation would need to wrap a sequence number, it MUST either rekey ... or
+  // terminate the connection": rekey while the KeyUpdate record itself still has a sequence
+  // number (ChaCha20's usage limit is the whole space, so it would otherwise never rekey).
+  if (is_tls13() && (write_.seq() >= key_update_after_records_ ||
+                     write_.seq() >= kLastSequenceForKeyUpdate)) {
     const size_t n = seal_key_update(false, out + written);
     if (n == 0) return 0;
     written += n;
