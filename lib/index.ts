@@ -5,3 +5,8 @@ export type { ConnectOptions } from './connect';
 export { createServer, SpliceServer } from './server';
 export { captureSession, isSpliceCapable, releaseSpentSocket } from './capture';
 export type { CapturedSession, CaptureOptions } from './capture';
+export { spliceTo, pipeToNative, SpliceHandle } from './splice';
+export type {
+  SpliceOptions, SpliceEnd, SpliceStats, StopOptions, SpliceTarget, SpliceDirection,
+  SpliceEngineOption,
+} from './splice';

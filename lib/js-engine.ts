@@ -1,0 +1,436 @@
+// The JS engine: the same splice semantics as the native engine, implemented as a stream pump
+// over the TLSSocket. Used when the native engine cannot take the session (a socket not created
+// through the tap, a CBC suite, a KeyUpdate already seen, ...) or when asked for.
+//
+// Sockets and pipes are driven through net.Socket on a dup() of the fd; character devices and
+// regular files through fs, one write() per chunk or packet (a TUN takes each write as a packet,
+// so packets are never coalesced into one writev).
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type * as tls from 'node:tls';
+import { binding } from './binding';
+import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
+import {
+  FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
+} from './framing';
+import type { ResolvedTarget, SpliceDirection } from './target';
+
+export interface JsEngineOptions {
+  direction: SpliceDirection;
+  head: Buffer | null;
+  framing: FramingOptions;
+}
+
+// Bytes queued on an fd writer before the TLS side is paused.
+const WRITER_HIGH_WATER_MARK = 256 * 1024;
+
+interface Sink {
+  write(chunk: Buffer, done: (err?: Error | null) => void): boolean;
+  once(event: 'drain', listener: () => void): unknown;
+  end(done: (err?: Error | null) => void): void;
+  destroy(): void;
+  pending(): number;
+}
+
+// Writes each chunk with exactly one fs.write, in order, one at a time.
+class FdWriter implements Sink {
+  private readonly queue: { chunk: Buffer; done: (err?: Error | null) => void }[] = [];
+  private queued = 0;
+  private writing = false;
+  private destroyed = false;
+  private endCallback: ((err?: Error | null) => void) | null = null;
+  private drainListeners: (() => void)[] = [];
+
+  constructor(private readonly fd: number, private readonly onError: (err: Error) => void) {}
+
+  write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
+    this.queue.push({ chunk, done });
+    this.queued += chunk.length;
+    this.next();
+    return this.queued < WRITER_HIGH_WATER_MARK;
+  }
+
+  once(_event: 'drain', listener: () => void): void {
+    this.drainListeners.push(listener);
+  }
+
+  end(done: (err?: Error | null) => void): void {
+    this.endCallback = done;
+    if (!this.writing && this.queue.length === 0) done();
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+  }
+
+  pending(): number {
+    return this.queued;
+  }
+
+  private next(): void {
+    if (this.writing || this.destroyed) return;
+    const item = this.queue[0];
+    if (!item) return;
+    this.writing = true;
+    fs.write(this.fd, item.chunk, 0, item.chunk.length, null, (err, written) => {
+      this.writing = false;
+      if (this.destroyed) return;
+      if (err) {
+        this.destroyed = true;
+        item.done(err);
+        this.onError(err);
+        return;
+      }
+      if (written < item.chunk.length) {
+        item.chunk = item.chunk.subarray(written);
+        this.queued -= written;
+        this.next();
+        return;
+      }
+      this.queue.shift();
+      this.queued -= item.chunk.length;
+      item.done();
+      if (this.queued < WRITER_HIGH_WATER_MARK && this.drainListeners.length) {
+        const listeners = this.drainListeners;
+        this.drainListeners = [];
+        for (const listener of listeners) listener();
+      }
+      if (this.queue.length === 0) {
+        if (this.endCallback) this.endCallback();
+        return;
+      }
+      this.next();
+    });
+  }
+}
+
+class SocketSink implements Sink {
+  constructor(private readonly socket: net.Socket) {
+    // The splice decides when the socket's write side ends (when the peer ends), not Node when
+    // the socket's own readable side ends.
+    socket.allowHalfOpen = true;
+  }
+  write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
+    return this.socket.write(chunk, done);
+  }
+  once(_event: 'drain', listener: () => void): void {
+    this.socket.once('drain', listener);
+  }
+  end(done: (err?: Error | null) => void): void {
+    if (this.socket.writableFinished || this.socket.destroyed) {
+      process.nextTick(done);
+      return;
+    }
+    this.socket.end(done);
+  }
+  destroy(): void {
+    this.socket.destroy();
+  }
+  pending(): number {
+    return this.socket.writableLength;
+  }
+}
+
+export class JsEngine implements Engine {
+  readonly name = 'js' as const;
+  private readonly counters: SpliceStats = emptyStats();
+  private sink: Sink | null = null;
+  private source: NodeJS.ReadableStream & { destroy(): void } | null = null;
+  private ownedSockets: net.Socket[] = [];
+  private inDone = false;
+  private outDone = false;
+  private closed = false;
+  private stopping = false;
+  private pendingPackets = Buffer.alloc(0);
+  private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
+
+  constructor(
+    private readonly tlsSocket: tls.TLSSocket,
+    private readonly target: ResolvedTarget,
+    private readonly options: JsEngineOptions,
+    private readonly events: EngineEvents,
+  ) {}
+
+  start(): void {
+    const { direction } = this.options;
+    const tlsSocket = this.tlsSocket;
+    // Half-close is part of the splice's contract: the peer ending must not end our side.
+    tlsSocket.allowHalfOpen = true;
+    tlsSocket.on('error', (err) => this.fail(err));
+    tlsSocket.on('close', () => {
+      if (!this.inDone || !this.outDone) this.fail(connectionClosed());
+    });
+
+    let shared: net.Socket | null = null;
+    // The splice owns the socket's data from now on, as with the native engine: listeners the
+    // user had would otherwise see every chunk a second time.
+    tlsSocket.removeAllListeners('data');
+    tlsSocket.removeAllListeners('readable');
+    if (direction !== 'out') {
+      this.sink = this.makeSink();
+      if (this.options.head && this.options.head.length) {
+        this.sink.write(this.options.head, () => {});
+      }
+      tlsSocket.on('data', this.onTlsData);
+      tlsSocket.on('end', () => this.endIn());
+    } else {
+      this.inDone = true;
+      // Nothing of the peer's can be delivered; its data ends the splice, as natively.
+      tlsSocket.on('data', () => this.fail(unexpectedData()));
+      tlsSocket.on('end', () => {
+        this.inDone = true;
+        this.maybeClose();
+      });
+    }
+    if (direction !== 'in') {
+      shared = this.ownedSockets.find((s) => s.readable) ?? null;
+      this.source = shared ?? this.makeSource();
+      this.source.on('data', (chunk: Buffer) => this.deliverOut(chunk));
+      this.source.on('end', () => this.endOut());
+      this.source.on('error', (err: Error) => this.fail(err));
+      this.source.resume();
+    }
+    tlsSocket.resume();
+  }
+
+  stats(): SpliceStats {
+    return { ...this.counters };
+  }
+
+  ref(): void {
+    this.tlsSocket.ref();
+  }
+
+  unref(): void {
+    this.tlsSocket.unref();
+  }
+
+  stop(graceful: boolean): void {
+    if (this.closed) return;
+    if (!graceful) {
+      this.close(endInfo('aborted', {
+        undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
+        undeliveredOut: this.tlsSocket.writableLength,
+      }));
+      return;
+    }
+    if (this.stopping) return;
+    this.stopping = true;
+    // Read nothing more from either side; deliver what was read; then close_notify.
+    this.tlsSocket.pause();
+    this.tlsSocket.removeListener('data', this.onTlsData);
+    if (this.source) this.source.pause();
+    const finishOut = () => {
+      this.tlsSocket.end(() => {
+        this.outDone = true;
+        this.maybeClose();
+      });
+    };
+    if (this.sink && !this.inDone) {
+      this.sink.end(() => {
+        this.inDone = true;
+        this.maybeClose();
+      });
+    } else {
+      this.inDone = true;
+    }
+    finishOut();
+  }
+
+  private makeSink(): Sink {
+    const t = this.target;
+    if (t.socket) return new SocketSink(t.socket);
+    if (t.writeKind === 'socket' || t.writeKind === 'pipe') {
+      const sameFd = t.writeFd === t.readFd && this.options.direction === 'duplex';
+      const socket = new net.Socket({
+        fd: binding.dupFd(t.writeFd), readable: sameFd, writable: true, allowHalfOpen: true,
+      });
+      socket.on('error', (err) => this.fail(err));
+      if (sameFd) socket.pause();
+      this.ownedSockets.push(socket);
+      return new SocketSink(socket);
+    }
+    return new FdWriter(t.writeFd, (err) => this.fail(err));
+  }
+
+  private makeSource(): NodeJS.ReadableStream & { destroy(): void } {
+    const t = this.target;
+    if (t.socket) return t.socket;
+    if (t.readKind === 'socket' || t.readKind === 'pipe') {
+      const socket = new net.Socket({
+        fd: binding.dupFd(t.readFd), readable: true, writable: false, allowHalfOpen: true,
+      });
+      this.ownedSockets.push(socket);
+      return socket;
+    }
+    const framing = this.options.framing;
+    const highWaterMark = framing.framing === 'stream'
+      ? 64 * 1024 : framing.maxPacketSize + PACKET_INFO_LENGTH + 1;
+    return fs.createReadStream('', { fd: t.readFd, autoClose: false, highWaterMark });
+  }
+
+  private deliverIn(chunk: Buffer): void {
+    const sink = this.sink;
+    if (!sink) return;
+    const framing = this.options.framing;
+    let ok = true;
+    if (framing.framing === 'stream') {
+      ok = sink.write(chunk, (err) => {
+        if (!err) this.counters.bytesIn += chunk.length;
+      });
+    } else {
+      let data = this.pendingPackets.length ? Buffer.concat([this.pendingPackets, chunk]) : chunk;
+      for (;;) {
+        const cut = cutPacket(framing, data);
+        if (cut.status === 'need-more') break;
+        if (cut.status === 'malformed') {
+          this.fail(framingError(cut.problem));
+          return;
+        }
+        const packet = Buffer.from(data.subarray(cut.prefixLength, cut.prefixLength + cut.packetLength));
+        data = data.subarray(cut.prefixLength + cut.packetLength);
+        let unit = packet;
+        if (framing.packetInfo !== 'none') {
+          const header = packetInfoHeader(framing.packetInfo, packet);
+          if (!header) {
+            this.fail(framingError('packet info needs an IPv4 or IPv6 packet'));
+            return;
+          }
+          unit = Buffer.concat([header, packet]);
+        }
+        ok = sink.write(unit, (err) => {
+          if (err) return;
+          this.counters.bytesIn += packet.length;
+          this.counters.packetsIn++;
+        }) && ok;
+      }
+      this.pendingPackets = Buffer.from(data);
+    }
+    if (!ok) {
+      this.tlsSocket.pause();
+      sink.once('drain', () => {
+        if (!this.stopping) this.tlsSocket.resume();
+      });
+    }
+  }
+
+  private endIn(): void {
+    if (this.inDone || this.stopping) return;
+    if (this.pendingPackets.length) {
+      this.fail(framingError("the peer's stream ended inside a packet"));
+      return;
+    }
+    this.sink!.end((err) => {
+      if (err) return this.fail(err);
+      this.inDone = true;
+      this.events.onEnd();
+      if (this.options.direction === 'in') {
+        // Nothing of ours to send: close our side as soon as the peer has closed its.
+        this.endOut();
+        return;
+      }
+      this.maybeClose();
+    });
+  }
+
+  private deliverOut(chunk: Buffer): void {
+    const framing = this.options.framing;
+    let ok: boolean;
+    if (framing.framing === 'stream') {
+      ok = this.tlsSocket.write(chunk, (err) => {
+        if (!err) this.counters.bytesOut += chunk.length;
+      });
+    } else {
+      const infoLength = framing.packetInfo === 'none' ? 0 : PACKET_INFO_LENGTH;
+      if (chunk.length < infoLength) {
+        this.fail(framingError('packet read from the fd is shorter than its packet-info header'));
+        return;
+      }
+      const packet = chunk.subarray(infoLength);
+      const problem = checkOutgoingPacket(framing, packet);
+      if (problem) {
+        this.fail(framingError(problem));
+        return;
+      }
+      let unit: Buffer = Buffer.from(packet);
+      if (framing.framing === 'u16be') {
+        unit = Buffer.allocUnsafe(packet.length + 2);
+        unit.writeUInt16BE(packet.length, 0);
+        packet.copy(unit, 2);
+      }
+      ok = this.tlsSocket.write(unit, (err) => {
+        if (err) return;
+        this.counters.bytesOut += packet.length;
+        this.counters.packetsOut++;
+      });
+    }
+    if (!ok && this.source) {
+      this.source.pause();
+      this.tlsSocket.once('drain', () => {
+        if (!this.stopping) this.source?.resume();
+      });
+    }
+  }
+
+  private endOut(): void {
+    if (this.outDone || this.stopping) return;
+    // Sends close_notify and a FIN once everything written before has gone out.
+    this.tlsSocket.end(() => {
+      this.outDone = true;
+      this.maybeClose();
+    });
+  }
+
+  private maybeClose(): void {
+    if (this.inDone && this.outDone) {
+      this.close(endInfo(this.stopping ? 'stopped' : 'end', {
+        closeNotifySent: true, closeNotifyReceived: this.options.direction !== 'out',
+      }));
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.closed) return;
+    const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL';
+    this.close(endInfo('error', {
+      code, detail: err.message, cause: err,
+      undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
+      undeliveredOut: this.tlsSocket.writableLength,
+    }));
+  }
+
+  private close(info: EngineEndInfo): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.tlsSocket.removeListener('data', this.onTlsData);
+    this.tlsSocket.on('error', noop);
+    if (info.reason === 'end' || info.reason === 'stopped') {
+      this.tlsSocket.destroySoon();
+    } else {
+      this.tlsSocket.destroy();
+    }
+    if (this.sink instanceof FdWriter) this.sink.destroy();
+    for (const socket of this.ownedSockets) {
+      socket.on('error', noop);
+      if (info.reason === 'end' || info.reason === 'stopped') socket.end(); else socket.destroy();
+    }
+    if (this.source && !(this.source instanceof net.Socket)) this.source.destroy();
+    this.events.onClose(info, this.stats());
+  }
+}
+
+function framingError(problem: string): Error {
+  return Object.assign(new Error(problem), { code: 'ERR_TLS_SPLICE_FRAMING' });
+}
+
+function unexpectedData(): Error {
+  return Object.assign(new Error("the peer sent application data, but direction is 'out'"),
+    { code: 'ERR_TLS_SPLICE_UNEXPECTED_DATA' });
+}
+
+function connectionClosed(): Error {
+  return Object.assign(new Error('the TLS connection closed before both directions ended'),
+    { code: 'ECONNRESET' });
+}
+
+function noop(): void {}

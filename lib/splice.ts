@@ -1,0 +1,459 @@
+// spliceTo() and pipeToNative(): hand an established TLS session to an engine that moves its
+// cleartext to and from a file descriptor.
+//
+// When `closed` settles (it always resolves, never rejects; an error is in `end.error`):
+//  - duplex: once both directions are finished: the peer closed its side (close_notify, or a TCP
+//    FIN) and all it sent reached the target, AND the target's side ended (EOF read) and our
+//    close_notify went out. A half-close in either direction alone does not settle it.
+//  - 'in': once the peer closed its side and everything reached the target (our close_notify
+//    is sent right after).
+//  - 'out': once the target's EOF was read, everything reached the peer with our close_notify,
+//    and the peer closed its side too.
+//  - on stop(): when the stop completed; on an error: at once.
+import { EventEmitter } from 'node:events';
+import type * as tls from 'node:tls';
+import { binding } from './binding';
+import { CapturedSession, captureSession, releaseSpentSocket } from './capture';
+import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
+import { SpliceError, invalidArg } from './errors';
+import { Framing, FramingOptions, PacketInfoKind } from './framing';
+import { JsEngine } from './js-engine';
+import {
+  ResolvedTarget, SpliceDirection, SpliceTarget, closeTarget, closeWriteSideEarly,
+  resolveTarget, takeOverSocket,
+} from './target';
+
+export type { SpliceStats } from './engine';
+export type { SpliceDirection, SpliceTarget } from './target';
+
+export type SpliceEngineOption = 'auto' | 'native' | 'js';
+
+export interface SpliceOptions {
+  /** 'duplex' (default), 'in' (TLS -> fd only) or 'out' (fd -> TLS only). */
+  direction?: SpliceDirection;
+  /** Close the user's fd, or destroy the user's net.Socket, when the splice ends. */
+  autoClose?: boolean;
+  /** Bytes written to the target before any spliced byte (stream framing only). */
+  head?: Buffer | Uint8Array;
+  /** 'auto' (default): native, else the JS engine; 'native': native or fail; 'js'. */
+  engine?: SpliceEngineOption;
+  /** Aborting it is stop({ graceful: false }). */
+  signal?: AbortSignal;
+  /** 'stream' (default), 'ip' or 'u16be'. */
+  framing?: Framing;
+  /** A 4-byte packet-info header per packet on the fd side: true = this platform's. */
+  packetInfo?: boolean | 'linux' | 'utun';
+  /** The largest packet accepted with packet framing (default 65535). */
+  maxPacketSize?: number;
+  /**
+   * TLS 1.3, native engine: send our own KeyUpdate after this many records under one key.
+   * Default: the cipher's RFC 8446 5.5 limit. Lower it only to exercise KeyUpdate.
+   */
+  keyUpdateAfterRecords?: number;
+}
+
+export interface StopOptions {
+  /** true (default): deliver what was read, send close_notify, then close. false: close now. */
+  graceful?: boolean;
+  /** With graceful: abort if the stop has not completed after this many milliseconds. */
+  timeout?: number;
+}
+
+export interface SpliceEnd {
+  reason: 'end' | 'stopped' | 'aborted' | 'error';
+  error?: SpliceError;
+  engine: 'native' | 'js' | null;
+  closeNotifyReceived: boolean;
+  closeNotifySent: boolean;
+  /** The peer closed TCP without close_notify (a truncation an attacker could also cause). */
+  peerEofWithoutCloseNotify: boolean;
+  /** Cleartext from the peer that had not reached the target when the splice ended. */
+  undeliveredIn: number;
+  /** Ciphertext received but not yet opened (a partial record) when the splice ended. */
+  unreadCiphertext: number;
+  /** Cleartext read from the target that had not reached the peer when the splice ended. */
+  undeliveredOut: number;
+  /** Bytes the peer sent after its close_notify, ignored as RFC 8446 6.1 requires. */
+  ignoredAfterClose: number;
+  stats: SpliceStats;
+}
+
+// Capture refusals the JS engine can take over from: the TLSSocket is still fully usable.
+const FALLBACK_CODES = new Set([
+  'ERR_TLS_SPLICE_NOT_TAPPED',
+  'ERR_TLS_SPLICE_UNSUPPORTED_VERSION',
+  'ERR_TLS_SPLICE_UNSUPPORTED_CIPHER',
+  'ERR_TLS_SPLICE_NO_SECRETS',
+  'ERR_TLS_SPLICE_KEY_UPDATE_SEEN',
+  'ERR_TLS_SPLICE_RENEGOTIATED',
+  'ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+]);
+
+const FRAMINGS: Record<Framing, number> = { stream: 0, ip: 1, u16be: 2 };
+const PACKET_INFOS: Record<PacketInfoKind, number> = { none: 0, linux: 1, utun: 2 };
+
+interface NativeSplice {
+  start(): void;
+  stop(graceful: boolean): void;
+  stats(): SpliceStats;
+  ref(): void;
+  unref(): void;
+}
+
+type NativeSpliceConstructor = new (params: object,
+  onEvent: (type: 'end' | 'close', info: EngineEndInfo) => void) => NativeSplice;
+
+interface ResolvedOptions {
+  direction: SpliceDirection;
+  autoClose: boolean;
+  head: Buffer | null;
+  engine: SpliceEngineOption;
+  signal: AbortSignal | null;
+  framing: FramingOptions;
+  keyUpdateAfterRecords: number;
+}
+
+function resolveOptions(options: SpliceOptions): ResolvedOptions {
+  if (options === null || typeof options !== 'object') {
+    throw invalidArg('options', 'an object', options);
+  }
+  const direction = options.direction ?? 'duplex';
+  if (direction !== 'duplex' && direction !== 'in' && direction !== 'out') {
+    throw invalidArg('options.direction', "'duplex', 'in' or 'out'", direction);
+  }
+  const engine = options.engine ?? 'auto';
+  if (engine !== 'auto' && engine !== 'native' && engine !== 'js') {
+    throw invalidArg('options.engine', "'auto', 'native' or 'js'", engine);
+  }
+  const framing = options.framing ?? 'stream';
+  if (!(framing in FRAMINGS)) {
+    throw invalidArg('options.framing', "'stream', 'ip' or 'u16be'", framing);
+  }
+  let packetInfo: PacketInfoKind = 'none';
+  if (options.packetInfo === true) {
+    packetInfo = process.platform === 'darwin' ? 'utun' : 'linux';
+  } else if (options.packetInfo === 'linux' || options.packetInfo === 'utun') {
+    packetInfo = options.packetInfo;
+  } else if (options.packetInfo !== undefined && options.packetInfo !== false) {
+    throw invalidArg('options.packetInfo', "a boolean, 'linux' or 'utun'", options.packetInfo);
+  }
+  if (packetInfo !== 'none' && framing === 'stream') {
+    throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
+      "options.packetInfo needs packet framing: set framing to 'ip' or 'u16be'.");
+  }
+  const maxPacketSize = options.maxPacketSize ?? 65535;
+  if (!Number.isInteger(maxPacketSize) || maxPacketSize < 20 || maxPacketSize > 65535) {
+    throw invalidArg('options.maxPacketSize', 'an integer from 20 to 65535', maxPacketSize);
+  }
+  let head: Buffer | null = null;
+  if (options.head !== undefined && options.head !== null) {
+    if (!(options.head instanceof Uint8Array)) {
+      throw invalidArg('options.head', 'a Buffer or Uint8Array', options.head);
+    }
+    if (direction === 'out') {
+      throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
+        "options.head is written to the target, but direction 'out' never writes to it.");
+    }
+    if (framing !== 'stream' && options.head.length > 0) {
+      throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
+        'options.head is raw bytes and would corrupt packet framing; send it as packets.');
+    }
+    head = Buffer.from(options.head.buffer, options.head.byteOffset, options.head.byteLength);
+  }
+  const signal = options.signal ?? null;
+  if (signal !== null && !(signal instanceof AbortSignal)) {
+    throw invalidArg('options.signal', 'an AbortSignal', signal);
+  }
+  const keyUpdateAfterRecords = options.keyUpdateAfterRecords ?? 0;
+  if (!Number.isSafeInteger(keyUpdateAfterRecords) || keyUpdateAfterRecords < 0) {
+    throw invalidArg('options.keyUpdateAfterRecords', 'a non-negative integer',
+      keyUpdateAfterRecords);
+  }
+  return {
+    direction, autoClose: options.autoClose === true, head, engine, signal,
+    framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords,
+  };
+}
+
+// What each end code means for the user, and what to do about it.
+const HINTS: Record<string, string> = {
+  ERR_TLS_SPLICE_BAD_RECORD_MAC: 'A record from the peer failed authentication: the ' +
+    'connection was tampered with, or the peer is broken. The session cannot continue.',
+  ERR_TLS_SPLICE_RECORD_OVERFLOW: 'The peer sent a record longer than TLS allows.',
+  ERR_TLS_SPLICE_BAD_RECORD_VERSION: 'The peer sent a record with a wrong version number.',
+  ERR_TLS_SPLICE_UNEXPECTED_RECORD: 'The peer sent a record type that is not allowed after ' +
+    'the handshake.',
+  ERR_TLS_SPLICE_UNEXPECTED_MESSAGE: 'The peer sent a post-handshake message that is not ' +
+    'allowed here.',
+  ERR_TLS_SPLICE_RENEGOTIATION: 'The peer kept asking for TLS 1.2 renegotiation, which a ' +
+    'spliced session refuses. Disable renegotiation on the peer.',
+  ERR_TLS_SPLICE_POST_HANDSHAKE_AUTH: 'The server asked for a client certificate after the ' +
+    'handshake (TLS 1.3 post-handshake auth), which a spliced session cannot answer.',
+  ERR_TLS_SPLICE_DECODE_ERROR: 'The peer sent a malformed alert or handshake message.',
+  ERR_TLS_SPLICE_ILLEGAL_PARAMETER: 'The peer sent a message with a forbidden value.',
+  ERR_TLS_SPLICE_EMPTY_RECORD_FLOOD: 'The peer sent too many empty records in a row.',
+  ERR_TLS_SPLICE_KEY_UPDATE_FLOOD: 'The peer sent too many KeyUpdates without data.',
+  ERR_TLS_SPLICE_MESSAGE_TOO_LARGE: 'The peer sent an oversized post-handshake message.',
+  ERR_TLS_SPLICE_SEQUENCE_EXHAUSTED: 'The TLS sequence numbers of this session are used up. ' +
+    'Open a new connection.',
+  ERR_TLS_SPLICE_TRUNCATED_RECORD: "The peer's TCP stream ended in the middle of a TLS record.",
+  ERR_TLS_SPLICE_FRAMING: 'A packet did not match the framing.',
+  ERR_TLS_SPLICE_UNEXPECTED_DATA: "The peer sent data, but direction 'out' has nowhere to " +
+    "deliver it. Use direction 'duplex'.",
+  ERR_TLS_SPLICE_INTERNAL: 'An internal error (OpenSSL failed). Please report it.',
+  EPIPE: 'The other end closed while data was still being written to it.',
+  ECONNRESET: 'The connection was reset by the other end.',
+  EBADF: 'An fd was closed while the splice was using it.',
+};
+
+export function endError(info: EngineEndInfo): SpliceError | undefined {
+  if (info.reason !== 'error') return undefined;
+  const code = info.code ?? 'ERR_TLS_SPLICE_INTERNAL';
+  let message: string;
+  if (code.startsWith('ERR_TLS_ALERT_') && info.alertReceived) {
+    message = `The peer sent a fatal ${info.alertReceived} alert and ended the TLS session.`;
+  } else {
+    message = HINTS[code] ?? 'The splice failed.';
+  }
+  if (info.detail) message += ` (${info.detail})`;
+  if (info.alertSent) message += ` A ${info.alertSent} alert was sent to the peer.`;
+  const error = new SpliceError(code, message, info.cause ? { cause: info.cause } : undefined);
+  const extra = error as SpliceError & Record<string, unknown>;
+  if (info.errno !== undefined) extra.errno = info.errno;
+  if (info.alertSent) extra.alertSent = info.alertSent;
+  if (info.alertReceived) extra.alert = info.alertReceived;
+  return error;
+}
+
+export class SpliceHandle extends EventEmitter {
+  /** 'native' or 'js' once started; null before. */
+  engine: 'native' | 'js' | null = null;
+  /** Why the 'auto' engine fell back to 'js' (the capture refusal), if it did. */
+  fallbackReason: SpliceError | null = null;
+  readonly closed: Promise<SpliceEnd>;
+
+  private readonly options: ResolvedOptions;
+  private readonly target: ResolvedTarget;
+  private state: 'idle' | 'starting' | 'running' | 'closed' = 'idle';
+  private startPromise: Promise<void> | null = null;
+  private active: Engine | null = null;
+  private pendingStop: StopOptions | null = null;
+  private stopTimer: NodeJS.Timeout | null = null;
+  private finalStats: SpliceStats | null = null;
+  private resolveClosed!: (end: SpliceEnd) => void;
+  private readonly onAbort = () => void this.stop({ graceful: false });
+
+  constructor(readonly tlsSocket: tls.TLSSocket, target: SpliceTarget, options: SpliceOptions) {
+    super();
+    this.options = resolveOptions(options);
+    this.target = resolveTarget(target, this.options.direction);
+    this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
+  }
+
+  /** Resolves once an engine owns the session. Idempotent. */
+  start(): Promise<void> {
+    if (this.startPromise === null) this.startPromise = this.startEngine();
+    return this.startPromise;
+  }
+
+  /** Idempotent; resolves when the splice has closed. */
+  stop(options: StopOptions = {}): Promise<SpliceEnd> {
+    const graceful = options.graceful !== false;
+    if (this.state === 'idle') {
+      this.finish(endInfo('stopped'), emptyStats());
+    } else if (this.state === 'starting') {
+      if (this.pendingStop === null || !graceful) this.pendingStop = { ...options, graceful };
+    } else if (this.state === 'running' && this.active !== null) {
+      this.active.stop(graceful);
+      if (graceful && options.timeout !== undefined && this.stopTimer === null) {
+        this.stopTimer = setTimeout(() => this.active?.stop(false), options.timeout);
+        this.stopTimer.unref();
+      }
+    }
+    return this.closed;
+  }
+
+  stats(): SpliceStats {
+    if (this.finalStats) return { ...this.finalStats };
+    return this.active ? this.active.stats() : emptyStats();
+  }
+
+  /** A running splice keeps the process alive, like a socket; unref() lets it exit. */
+  ref(): this {
+    this.active?.ref();
+    return this;
+  }
+
+  unref(): this {
+    this.active?.unref();
+    return this;
+  }
+
+  private async startEngine(): Promise<void> {
+    if (this.state !== 'idle') {
+      throw new SpliceError('ERR_TLS_SPLICE_INVALID_STATE', 'This splice was already stopped.');
+    }
+    this.state = 'starting';
+    const { signal } = this.options;
+    if (signal?.aborted) {
+      this.finish(endInfo('aborted'), emptyStats());
+      throw new SpliceError('ABORT_ERR', 'The splice was aborted before it started.');
+    }
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+    try {
+      this.active = await this.createEngine();
+    } catch (err) {
+      const error = err instanceof SpliceError ? err : new SpliceError(
+        (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL',
+        (err as Error).message, { cause: err });
+      this.finish(endInfo('error', { code: error.code }), emptyStats(), error);
+      throw error;
+    }
+    this.state = 'running';
+    const stop = this.pendingStop;
+    if (stop !== null) void this.stop(stop);
+  }
+
+  private async createEngine(): Promise<Engine> {
+    const { engine } = this.options;
+    const events: EngineEvents = {
+      onEnd: () => this.onEngineEnd(),
+      onClose: (info, stats) => this.onEngineClose(info, stats),
+    };
+    if (engine === 'js') return this.startJs(events);
+    let session: CapturedSession;
+    try {
+      session = await captureSession(this.tlsSocket);
+    } catch (err) {
+      const code = (err as SpliceError).code;
+      if (engine === 'auto' && FALLBACK_CODES.has(code)) {
+        this.fallbackReason = err as SpliceError;
+        return this.startJs(events);
+      }
+      throw err;
+    }
+    return this.startNative(session, events);
+  }
+
+  private startJs(events: EngineEvents): Engine {
+    const js = new JsEngine(this.tlsSocket, this.target, {
+      direction: this.options.direction, head: this.options.head, framing: this.options.framing,
+    }, events);
+    this.engine = 'js';
+    js.start();
+    return js;
+  }
+
+  private async startNative(session: CapturedSession, events: EngineEvents): Promise<Engine> {
+    const { options, target } = this;
+    let splice: NativeSplice;
+    try {
+      const initialCleartext = await takeOverSocket(target, options.direction);
+      const Splice = binding.Splice as NativeSpliceConstructor;
+      splice = new Splice({
+        tcpFd: session.fd,
+        readFd: target.readFd,
+        writeFd: target.writeFd,
+        deliverIn: options.direction !== 'out',
+        deliverOut: options.direction !== 'in',
+        framing: FRAMINGS[options.framing.framing],
+        packetInfo: PACKET_INFOS[options.framing.packetInfo],
+        maxPacketSize: options.framing.maxPacketSize,
+        isServer: session.isServer,
+        version: session.versionId,
+        cipherSuite: session.cipherSuite,
+        readSecret: session.readSecret,
+        writeSecret: session.writeSecret,
+        readKey: session.readKey,
+        readIv: session.readIv,
+        writeKey: session.writeKey,
+        writeIv: session.writeIv,
+        readSeq: session.readSeq,
+        writeSeq: session.writeSeq,
+        maxFragmentLength: session.maxFragmentLength,
+        keyUpdateAfterRecords: options.keyUpdateAfterRecords,
+        head: options.head ?? undefined,
+        initialPlaintext: session.plaintext,
+        initialCiphertext: session.pendingCiphertext,
+        initialCleartext,
+      }, (type, info) => {
+        if (type === 'end') events.onEnd();
+        else events.onClose(info, splice.stats());
+      });
+      splice.start();
+    } catch (err) {
+      // Captured but not taken: the TLSSocket is spent either way.
+      releaseSpentSocket(this.tlsSocket);
+      throw err;
+    } finally {
+      // The native side holds its own duplicate of every fd and its own copy of the keys.
+      binding.closeFd(session.fd);
+      for (const secret of [session.readSecret, session.writeSecret, session.readKey,
+        session.readIv, session.writeKey, session.writeIv]) {
+        secret?.fill(0);
+      }
+    }
+    this.engine = 'native';
+    return {
+      name: 'native',
+      stop: (graceful) => splice.stop(graceful),
+      stats: () => splice.stats(),
+      ref: () => splice.ref(),
+      unref: () => splice.unref(),
+    };
+  }
+
+  private onEngineEnd(): void {
+    if (this.options.autoClose) closeWriteSideEarly(this.target);
+    this.emit('end');
+  }
+
+  private onEngineClose(info: EngineEndInfo, stats: SpliceStats): void {
+    if (this.engine === 'native') releaseSpentSocket(this.tlsSocket);
+    this.finish(info, stats);
+  }
+
+  private finish(info: EngineEndInfo, stats: SpliceStats, error?: SpliceError): void {
+    if (this.state === 'closed') return;
+    const wasRunning = this.state === 'running' || this.active !== null;
+    this.state = 'closed';
+    if (this.stopTimer) clearTimeout(this.stopTimer);
+    this.options.signal?.removeEventListener('abort', this.onAbort);
+    if (this.options.autoClose && wasRunning) closeTarget(this.target);
+    this.finalStats = stats;
+    const end: SpliceEnd = {
+      reason: info.reason,
+      error: error ?? endError(info),
+      engine: this.engine,
+      closeNotifyReceived: info.closeNotifyReceived,
+      closeNotifySent: info.closeNotifySent,
+      peerEofWithoutCloseNotify: info.peerEofWithoutCloseNotify,
+      undeliveredIn: info.undeliveredIn,
+      unreadCiphertext: info.unreadCiphertext,
+      undeliveredOut: info.undeliveredOut,
+      ignoredAfterClose: info.ignoredAfterClose,
+      stats: { ...stats },
+    };
+    // 'error' is emitted only to listeners: an unobserved splice error must not crash the
+    // process; it is always in `closed`.
+    if (end.error && this.listenerCount('error') > 0) this.emit('error', end.error);
+    this.emit('close', end);
+    this.resolveClosed(end);
+  }
+}
+
+/** Creates a splice of tlsSocket's cleartext to and from `target`. Call start() to begin. */
+export function spliceTo(tlsSocket: tls.TLSSocket, target: SpliceTarget,
+  options: SpliceOptions = {}): SpliceHandle {
+  return new SpliceHandle(tlsSocket, target, options);
+}
+
+/** start() and `closed` in one: resolves with how the splice ended, rejects on an error. */
+export async function pipeToNative(tlsSocket: tls.TLSSocket, target: SpliceTarget,
+  options: SpliceOptions = {}): Promise<SpliceEnd> {
+  const handle = spliceTo(tlsSocket, target, options);
+  await handle.start();
+  const end = await handle.closed;
+  if (end.error) throw end.error;
+  return end;
+}
