@@ -4,10 +4,14 @@ import cjs from '../dist/index.js';
 export const {
   connect,
   createServer,
+  SpliceServer,
   spliceTo,
   pipeToNative,
+  SpliceHandle,
   captureSession,
-  SpliceServer,
+  isSpliceCapable,
+  releaseSpentSocket,
+  openTun,
   SpliceError,
 } = cjs;
 export default cjs;

@@ -10,3 +10,5 @@ export type {
   SpliceOptions, SpliceEnd, SpliceStats, StopOptions, SpliceTarget, SpliceDirection,
   SpliceEngineOption,
 } from './splice';
+export { openTun } from './tun';
+export type { OpenTunOptions, TunDevice } from './tun';

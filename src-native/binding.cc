@@ -14,6 +14,7 @@
 #include "key_schedule.h"
 #include "record_protection.h"
 #include "splice_binding.h"
+#include "tun.h"
 
 namespace tls_splice {
 namespace {
@@ -214,6 +215,23 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value OpenTun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber()) {
+    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "openTun(name, packetInfo, mtu)");
+  }
+  TunDevice device;
+  const char* step = "";
+  const int err = open_tun(info[0].As<Napi::String>().Utf8Value(),
+                           info[1].As<Napi::Boolean>().Value(),
+                           info[2].As<Napi::Number>().Int32Value(), &device, &step);
+  if (err != 0) return throw_errno(env, err, step);
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("fd", Napi::Number::New(env, device.fd));
+  result.Set("name", Napi::String::New(env, device.name));
+  return result;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isNativeSuite", Napi::Function::New(env, IsNativeSuite, "isNativeSuite"));
   exports.Set("cipherSuiteName", Napi::Function::New(env, CipherSuiteName, "cipherSuiteName"));
@@ -223,6 +241,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRecord", Napi::Function::New(env, OpenRecord, "openRecord"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   init_splice_binding(env, exports);
   return exports;
 }
