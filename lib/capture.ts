@@ -58,6 +58,7 @@ const kDefaultQuietTimeout = 10_000;
 
 // While writes are pending, how often the quiet point is re-checked besides write completions.
 const kQuietPollInterval = 5;
+const kQuietFastTurns = 100;
 
 const spentSockets = new WeakSet<tls.TLSSocket>();
 
@@ -181,7 +182,7 @@ function isQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
 async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, timeout: number):
     Promise<void> {
   const deadline = Date.now() + timeout;
-  for (;;) {
+  for (let turn = 0; ; turn++) {
     if (tlsSocket.destroyed || tap.destroyed) {
       throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
         'The TLS socket was destroyed while capture waited for its pending writes');
@@ -194,8 +195,12 @@ async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, timeout: n
           !tlsSocket.destroyed && !tap.destroyed) {
         return;
       }
-    } else {
+    } else if (tap.inflightWrites > 0) {
       await Promise.race([tap.writeSettled(), delay(kQuietPollInterval)]);
+    } else {
+      // Node has buffered writes that have not reached the tap yet: they will on a coming turn of
+      // the event loop (or never, if the user corked the socket; hence the slower polling later).
+      await (turn < kQuietFastTurns ? immediate() : delay(kQuietPollInterval));
     }
     if (Date.now() > deadline) {
       throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
