@@ -40,6 +40,9 @@ export interface NativeBinding {
   // dup() with close-on-exec; throws an Error with a libuv-style `code` on failure.
   dupFd(fd: number): number;
   closeFd(fd: number): void;
+  // Internal, for tests and benchmarks: [readFd, writeFd] / two connected Unix stream sockets.
+  pipe(): [number, number];
+  socketPair(): [number, number];
   [key: string]: unknown;
 }
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -215,6 +216,29 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return throw_errno(env, errno, "pipe");
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, fds[0]));
+  result.Set(1u, Napi::Number::New(env, fds[1]));
+  return result;
+}
+
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    return throw_errno(env, errno, "socketpair");
+  }
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, fds[0]));
+  result.Set(1u, Napi::Number::New(env, fds[1]));
+  return result;
+}
+
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber()) {
@@ -242,6 +266,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
+  exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
+  exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   init_splice_binding(env, exports);
   return exports;
 }
