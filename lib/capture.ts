@@ -108,11 +108,10 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
       'The TLS handshake has not completed, or the socket has ended or been destroyed: splice ' +
       "after 'secureConnect' (client) or 'secureConnection' (server), before ending the socket");
   }
-  if (tap.failure) throw tap.failure;
   const hello = tap.serverHello;
   const version = tap.version;
   if (hello === undefined || tap.clientHello === undefined || version === undefined) {
-    throw refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
+    throw tap.failure ?? refuse('ERR_TLS_SPLICE_SELF_CHECK_FAILED',
       "The record tap saw no ClientHello/ServerHello for this session; use engine: 'js'");
   }
   if (version !== kTls12 && version !== kTls13) {
@@ -133,6 +132,7 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
       `The session uses ${name}; the native engine supports only AES-GCM and ChaCha20-Poly1305 ` +
       "suites: restrict ciphers to AEAD suites or use engine: 'js'");
   }
+  if (tap.failure) throw tap.failure;
   const standardName = tlsSocket.getCipher()?.standardName;
   const name = binding.cipherSuiteName(version, hello.cipherSuite);
   if (standardName !== undefined && name !== undefined && standardName !== name) {

@@ -545,7 +545,7 @@ export class RecordTap extends Duplex {
           this.#trackTls13(dir, record);
         } else if (version === kTls12 && dir.changeCipherSpecSeen) {
           record.protectedIndex = dir.protectedCount++;
-        } else {
+        } else if (version === undefined) {
           this.#fail('application data arrived before the handshake protected it ' +
             '(0-RTT early data is not supported)');
         }
