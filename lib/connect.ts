@@ -83,6 +83,7 @@ export function connect(...args: unknown[]): tls.TLSSocket {
   try {
     tap = new RecordTap(raw, { isServer: false });
     tlsSocket = tls.connect({ ...options, socket: tap }, listener);
+    tap.tlsSocketCreated();
   } catch (err) {
     if (created) raw.destroy();
     throw err;

@@ -48,6 +48,7 @@ export class SpliceServer extends tls.Server {
         return;
       }
       original.call(this, tap as unknown as net.Socket);
+      tap.tlsSocketCreated();
     });
     // Node enables keylog on each server TLSSocket only if the server has a listener when the
     // connection arrives, so this one is always there.

@@ -246,7 +246,12 @@ export class RecordTap extends Duplex {
     this.#options = options;
     this.in = new DirectionState(!options.isServer);
     this.out = new DirectionState(options.isServer);
+    // TLSSocket copies allowHalfOpen from the stream it wraps, so the tap shows the raw socket's
+    // policy until the TLSSocket exists (tlsSocketCreated()). The raw socket itself must never end
+    // on its own when the peer's FIN arrives: Node may still write close_notify, and a write after
+    // that automatic end() would fail with EPIPE. Its writable side ends when the TLSSocket ends.
     this.allowHalfOpen = raw.allowHalfOpen;
+    raw.allowHalfOpen = true;
 
     // Read only when Node asks (pauseOnConnect keeps working, and nothing is read ahead of need).
     raw.pause();
@@ -278,6 +283,12 @@ export class RecordTap extends Duplex {
 
   get eofDelivered(): boolean {
     return this.#eofDelivered;
+  }
+
+  // Called right after the TLSSocket was constructed over this tap. From now on the TLSSocket
+  // decides when the write side ends (TLSWrap shutdown -> end()), never the Duplex machinery.
+  tlsSocketCreated(): void {
+    this.allowHalfOpen = true;
   }
 
   secret(label: string): Buffer | undefined {
