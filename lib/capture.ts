@@ -160,6 +160,12 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
     throw refuse('ERR_TLS_SPLICE_NO_SECRETS',
       "The logged TLS 1.2 master secret is not 48 bytes; use engine: 'js'");
   }
+  if (tlsSocket.readableEncoding !== null) {
+    // A StringDecoder may hold the first bytes of a character: they could not be handed over.
+    throw refuse('ERR_TLS_SPLICE_INVALID_ARG',
+      'setEncoding() was called on this TLSSocket, so capture could not hand over undecoded ' +
+      "bytes exactly; read Buffers before splicing, or use engine: 'js'");
+  }
   if (tap.rawFd() < 0) {
     throw refuse('ERR_TLS_SPLICE_NO_FD',
       'The socket under this TLS session has no file descriptor (it is not a TCP or IPC ' +
@@ -373,8 +379,7 @@ function drainPlaintext(tlsSocket: tls.TLSSocket): Buffer {
   const parts: Buffer[] = [];
   try {
     for (let chunk = tlsSocket.read(); chunk !== null; chunk = tlsSocket.read()) {
-      parts.push(typeof chunk === 'string' ? Buffer.from(chunk, tlsSocket.readableEncoding ?? 'utf8') :
-        chunk as Buffer);
+      parts.push(chunk as Buffer);
     }
   } finally {
     for (const listener of listeners) tlsSocket.on('data', listener as (...args: any[]) => void);

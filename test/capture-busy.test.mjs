@@ -65,7 +65,6 @@ async function busyCapture({ role, kind, trigger, version }) {
     await withTimeout(started, 10000, 'enough data before capture');
     session = await withTimeout(capturing, 10000, 'captureSession');
     const userAtCapture = userLength;
-    if (process.env.BUSY_DEBUG) console.error(trigger, role, kind, version, "plaintext", session.plaintext.length, "pending", session.pendingCiphertext.length, "seq", session.readSeq);
     endpoint = new CapturedEndpoint(session, { keylog });
     await endpoint.readAppData(kReadAfter, 10000);
     pump.stop();

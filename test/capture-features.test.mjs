@@ -8,10 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
-import { connect, isSpliceCapable } from '../dist/index.js';
+import { captureSession, connect, createServer, isSpliceCapable, releaseSpentSocket } from '../dist/index.js';
 import { tapOf } from '../dist/tap.js';
-import { Keylog } from './helpers/captured.mjs';
-import { FIXTURES, opensslClient, opensslServer, startClient, stopAll } from './helpers/peers.mjs';
+import { CapturedEndpoint, Keylog } from './helpers/captured.mjs';
+import { FIXTURES, opensslClient, opensslServer, stopAll, suiteByName } from './helpers/peers.mjs';
 import {
   exchangeAndVerify, listenServer, onceEvent, openClient, openServer, read, withTimeout,
 } from './helpers/scenarios.mjs';
@@ -230,6 +230,101 @@ describe('max_fragment_length', () => {
     try {
       const { session } = await exchangeAndVerify({ ...opened, suite: 'TLS_AES_128_GCM_SHA256', isServer: true, seed: 'mfl-none' });
       assert.equal(session.maxFragmentLength, 16384);
+    } finally {
+      await closeAll(opened);
+    }
+  });
+});
+
+// Capturing inside the event that announces the handshake: the last flight (TLS 1.3 client
+// Finished; TLS 1.2 server ticket, CCS and Finished) and the TLS 1.3 server's tickets are written
+// after the event, so capture must wait for them; a TLS 1.3 client leaves the server's tickets to
+// the fd (the oracle skips them as the native side will).
+describe("capture at once in 'secureConnect' / 'secureConnection'", () => {
+  for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']) {
+    for (const role of ['client', 'server']) {
+      test(`we are the ${role}, ${suite}`, { timeout: 20000 }, async () => {
+        const s = suiteByName(suite);
+        const tlsOpts = { minVersion: s.version, maxVersion: s.version };
+        let peer;
+        let server;
+        let sock;
+        let endpoint;
+        let captured;
+        try {
+          const keylog = new Keylog();
+          if (role === 'client') {
+            let port;
+            ({ peer, port } = await opensslServer({ version: s.version, suite }));
+            sock = connect({ host: '127.0.0.1', port, servername: 'localhost', ca: read(FIXTURES.ca), ...tlsOpts });
+            sock.on('keylog', keylog.add);
+            captured = new Promise((resolve, reject) => sock.once('secureConnect', () => captureSession(sock).then(resolve, reject)));
+          } else {
+            let port;
+            server = createServer({ key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert), ...tlsOpts });
+            server.on('keylog', keylog.add);
+            captured = new Promise((resolve, reject) => server.once('secureConnection', (socket) => {
+              sock = socket;
+              captureSession(socket).then(resolve, reject);
+            }));
+            await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+            port = server.address().port;
+            ({ peer } = await opensslClient({ port, version: s.version, suite }));
+          }
+          const session = await withTimeout(captured, 10000, 'captureSession');
+          endpoint = new CapturedEndpoint(session, { keylog });
+          const toUs = Buffer.from('first bytes from the peer\n');
+          peer.send(toUs);
+          assert.deepEqual(await endpoint.readAppData(toUs.length), toUs);
+          const toPeer = Buffer.from('first bytes from the fd\n');
+          await endpoint.writeAppData(toPeer);
+          assert.deepEqual(await peer.waitForReceived(toPeer.length), toPeer);
+          if (role === 'client' && s.version === 'TLSv1.3') {
+            assert.ok(endpoint.handshakeTypes.includes(4), 'the NewSessionTickets were left to the fd');
+          }
+          if (role === 'server' && s.version === 'TLSv1.3') {
+            assert.equal(session.writeSeq, 2n, 'both tickets Node wrote after secureConnection were counted');
+          }
+        } finally {
+          endpoint?.close();
+          if (endpoint) releaseSpentSocket(sock);
+          else sock?.destroy();
+          server?.close();
+          await peer?.stop();
+        }
+      });
+    }
+  }
+});
+
+describe('after capture', () => {
+  test('releaseSpentSocket() sends nothing: the session goes on over the fd', { timeout: 20000 }, async () => {
+    const opened = await openClient('node', { suite: 'TLS_CHACHA20_POLY1305_SHA256' });
+    let endpoint;
+    try {
+      const session = await withTimeout(captureSession(opened.sock), 10000, 'captureSession');
+      endpoint = new CapturedEndpoint(session, { keylog: opened.keylog });
+      const closed = onceEvent(opened.sock, 'close');
+      releaseSpentSocket(opened.sock);
+      await closed;
+      await new Promise((r) => setTimeout(r, 50));
+      assert.doesNotMatch(opened.peer.output, /END|CLOSE|ERROR/, 'the peer saw no close_notify, FIN or RST');
+      opened.peer.send('still here\n');
+      assert.equal((await endpoint.readAppData(11)).toString(), 'still here\n');
+      await endpoint.writeAppData(Buffer.from('and so are we\n'));
+      assert.equal((await opened.peer.waitForReceived(14)).toString(), 'and so are we\n');
+    } finally {
+      endpoint?.close();
+      await closeAll(opened);
+    }
+  });
+
+  test('setEncoding() before capture is refused with ERR_TLS_SPLICE_INVALID_ARG', { timeout: 20000 }, async () => {
+    const opened = await openClient('node', { suite: 'TLS_AES_128_GCM_SHA256' });
+    try {
+      opened.sock.setEncoding('utf8');
+      await assert.rejects(captureSession(opened.sock), { code: 'ERR_TLS_SPLICE_INVALID_ARG' });
+      assert.equal(isSpliceCapable(opened.sock), true);
     } finally {
       await closeAll(opened);
     }
