@@ -8,7 +8,9 @@
 // Differences from tls.connect, all because the TLSSocket sits on a JS stream:
 //   - `onread` is refused when we create the TCP socket (Node only honours it on its own socket);
 //   - remoteAddress/localAddress/…, address(), setNoDelay() and setKeepAlive() are forwarded to
-//     the TCP socket, and 'connect' is re-emitted on the TLSSocket when we created it;
+//     the TCP socket, and its 'connect' is re-emitted on the TLSSocket;
+//   - with `options.socket`, 'data' listeners the application left on that socket would see the
+//     TLS records (Node's own TLS takes the handle and they go silent): remove them first;
 //   - `options.socket` other than a net.Socket is passed to tls.connect untapped (capture then
 //     refuses with ERR_TLS_SPLICE_NOT_TAPPED).
 import * as net from 'node:net';
@@ -90,9 +92,7 @@ export function connect(...args: unknown[]): tls.TLSSocket {
   }
   tap.attachTLSSocket(tlsSocket);
   tlsSocket.on('keylog', (line: Buffer) => tap.addKeylogLine(line));
-  if (created) {
-    if (options.timeout) tlsSocket.setTimeout(options.timeout);
-    if (raw.connecting) raw.once('connect', () => tlsSocket.emit('connect'));
-  }
+  if (created && options.timeout) tlsSocket.setTimeout(options.timeout);
+  if (raw.connecting) raw.once('connect', () => tlsSocket.emit('connect'));
   return tlsSocket;
 }

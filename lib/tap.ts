@@ -234,8 +234,6 @@ export class RecordTap extends Duplex {
   #writeWaiters: (() => void)[] = [];
 
   constructor(raw: net.Socket, options: RecordTapOptions) {
-    // The tap decides half-open behaviour the way the raw socket would: TLSSocket copies
-    // allowHalfOpen from the stream it wraps.
     super({ allowHalfOpen: true, decodeStrings: true });
     if (raw.readableEncoding !== null || raw.readableObjectMode) {
       throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
@@ -380,7 +378,7 @@ export class RecordTap extends Duplex {
 
   // Hands queued whole records to Node while it wants them.
   #deliver(): void {
-    if (this.#delivering) return;
+    if (this.#delivering || this.destroyed) return;
     this.#delivering = true;
     try {
       while (this.#readWanted && !this.#held && this.#state === 'open' &&
