@@ -266,7 +266,9 @@ export class JsEngine implements Engine {
     const framing = this.options.framing;
     const highWaterMark = framing.framing === 'stream'
       ? 64 * 1024 : framing.maxPacketSize + PACKET_INFO_LENGTH + 1;
-    return fs.createReadStream('', { fd: t.readFd, autoClose: false, highWaterMark });
+    // A duplicate, like the sockets above: destroying an fs.ReadStream closes its fd whatever
+    // autoClose says, and the user's fd must outlive the splice unless they asked otherwise.
+    return fs.createReadStream('', { fd: binding.dupFd(t.readFd), autoClose: true, highWaterMark });
   }
 
   private deliverIn(chunk: Buffer): void {
