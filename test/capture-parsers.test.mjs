@@ -1,0 +1,147 @@
+// The tap's parsers against hostile input: record framing and the hello parsers either return a
+// result or throw a SpliceError with a stable code, whatever the bytes; never another exception.
+import assert from 'node:assert/strict';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import { describe, test } from 'node:test';
+
+import {
+  HandshakeReassembler, parseClientHello, parseEncryptedExtensions, parseServerHello,
+} from '../dist/hello.js';
+import { RecordFramer } from '../dist/tap.js';
+import { PrngStream } from './helpers/data.mjs';
+
+// The first flight Node writes: one ClientHello record, taken from a real tls.connect.
+function realClientHello(options = {}) {
+  return new Promise((resolve) => {
+    const sink = new Duplex({
+      read() {},
+      write(chunk, _enc, cb) {
+        resolve(Buffer.from(chunk));
+        cb();
+      },
+    });
+    const sock = tls.connect({ socket: sink, servername: 'example.com', ...options });
+    sock.on('error', () => {});
+    setTimeout(() => sock.destroy(), 100);
+  });
+}
+
+function onlySpliceErrors(fn, code) {
+  try {
+    return fn();
+  } catch (err) {
+    assert.equal(err.name, 'SpliceError', err.stack);
+    assert.equal(err.code, code);
+    return undefined;
+  }
+}
+
+describe('record framing', () => {
+  test('whole records out, partial tail held, across any chunking', () => {
+    const records = [
+      Buffer.concat([Buffer.from([22, 3, 1, 0, 3]), Buffer.from('abc')]),
+      Buffer.from([23, 3, 3, 0, 0]),
+      Buffer.concat([Buffer.from([23, 3, 3, 0x40, 0x00]), Buffer.alloc(0x4000, 1)]),
+    ];
+    const stream = Buffer.concat(records);
+    for (const step of [1, 2, 3, 5, 7, 100, stream.length]) {
+      const framer = new RecordFramer('test');
+      const out = [];
+      for (let pos = 0; pos < stream.length; pos += step) {
+        out.push(...framer.push(stream.subarray(pos, pos + step)));
+      }
+      assert.deepEqual(out, records);
+      assert.equal(framer.partialLength, 0);
+    }
+    const framer = new RecordFramer('test');
+    assert.deepEqual(framer.push(stream.subarray(0, 10)), [records[0]]);
+    assert.equal(framer.partialLength, 2);
+    assert.deepEqual(framer.takePartial(), stream.subarray(8, 10));
+  });
+
+  for (const [what, header] of [
+    ['content type 24', [24, 3, 3, 0, 1]],
+    ['content type 0', [0, 3, 3, 0, 1]],
+    ['SSLv2-style first byte', [0x80, 0x2e, 1, 3, 1]],
+    ['record version 0x0203', [22, 2, 3, 0, 1]],
+    ['length 2^14 + 2049', [23, 3, 3, 0x48, 0x01]],
+    ['plain HTTP', [...Buffer.from('GET /')]],
+  ]) {
+    test(`a bad header (${what}) is ERR_TLS_SPLICE_BAD_RECORD`, () => {
+      const framer = new RecordFramer('test');
+      assert.throws(() => framer.push(Buffer.from(header)), { code: 'ERR_TLS_SPLICE_BAD_RECORD', name: 'SpliceError' });
+    });
+  }
+
+  test('the largest legal length passes', () => {
+    const framer = new RecordFramer('test');
+    const body = Buffer.alloc(2 ** 14 + 2048);
+    const [record] = framer.push(Buffer.concat([Buffer.from([23, 3, 3, 0x48, 0x00]), body]));
+    assert.equal(record.length, 5 + body.length);
+  });
+});
+
+describe('hello parsers', () => {
+  test('a real ClientHello: random and max_fragment_length absent', async () => {
+    const record = await realClientHello();
+    assert.equal(record[0], 22);
+    const [message] = new HandshakeReassembler().push(record.subarray(5));
+    assert.equal(message.type, 1);
+    const hello = parseClientHello(message.body);
+    assert.equal(hello.random.length, 32);
+    assert.equal(hello.offeredMaxFragmentLength, undefined);
+  });
+
+  test('every truncation and 2000 random corruptions of a ClientHello', async () => {
+    const record = await realClientHello();
+    const body = record.subarray(9);
+    for (let n = 0; n < body.length; n++) {
+      onlySpliceErrors(() => parseClientHello(body.subarray(0, n)), 'ERR_TLS_SPLICE_BAD_HANDSHAKE');
+    }
+    const prng = new PrngStream('corrupt-client-hello');
+    for (let i = 0; i < 2000; i++) {
+      const copy = Buffer.from(body);
+      const r = prng.next(4);
+      copy[r.readUInt16BE(0) % copy.length] ^= r[2] || 1;
+      onlySpliceErrors(() => parseClientHello(copy), 'ERR_TLS_SPLICE_BAD_HANDSHAKE');
+    }
+  });
+
+  test('ServerHello: TLS 1.3 supported_versions, HelloRetryRequest, TLS 1.2 max_fragment_length', () => {
+    const random = Buffer.alloc(32, 7);
+    const ext = (type, data) => Buffer.concat([Buffer.from([type >> 8, type & 0xff, data.length >> 8, data.length & 0xff]), data]);
+    const hello = (rnd, suite, exts) => {
+      const extensions = Buffer.concat(exts);
+      return Buffer.concat([Buffer.from([3, 3]), rnd, Buffer.from([0]), Buffer.from([suite >> 8, suite & 0xff, 0]),
+        Buffer.from([extensions.length >> 8, extensions.length & 0xff]), extensions]);
+    };
+    const sh13 = parseServerHello(hello(random, 0x1301, [ext(43, Buffer.from([3, 4]))]));
+    assert.deepEqual([sh13.version, sh13.cipherSuite, sh13.isHelloRetryRequest], [0x0304, 0x1301, false]);
+    const hrrRandom = Buffer.from('cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c', 'hex');
+    assert.equal(parseServerHello(hello(hrrRandom, 0x1302, [ext(43, Buffer.from([3, 4]))])).isHelloRetryRequest, true);
+    const sh12 = parseServerHello(hello(random, 0xc02f, [ext(1, Buffer.from([1]))]));
+    assert.deepEqual([sh12.version, sh12.maxFragmentLength], [0x0303, 512]);
+    assert.throws(() => parseServerHello(hello(random, 0xc02f, [ext(1, Buffer.from([5]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+    assert.throws(() => parseServerHello(hello(random, 0xc02f, [ext(1, Buffer.from([1])), ext(1, Buffer.from([2]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+    assert.throws(() => parseServerHello(hello(random, 0x1301, [ext(43, Buffer.from([3, 4, 0]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+    const ee = parseEncryptedExtensions(Buffer.concat([Buffer.from([0, 5]), ext(1, Buffer.from([4]))]));
+    assert.equal(ee.maxFragmentLength, 4096);
+    const prng = new PrngStream('random-server-hello');
+    for (let i = 0; i < 2000; i++) {
+      const bytes = prng.next(prng.next(1)[0]);
+      onlySpliceErrors(() => parseServerHello(bytes), 'ERR_TLS_SPLICE_BAD_HANDSHAKE');
+      onlySpliceErrors(() => parseEncryptedExtensions(bytes), 'ERR_TLS_SPLICE_BAD_HANDSHAKE');
+    }
+  });
+
+  test('the reassembler joins fragments and refuses a message over its bound', () => {
+    const body = Buffer.alloc(300, 9);
+    const message = Buffer.concat([Buffer.from([2, 0, 1, 44]), body, Buffer.from([11, 0, 0, 1, 0])]);
+    const r = new HandshakeReassembler();
+    const out = [];
+    for (let i = 0; i < message.length; i += 7) out.push(...r.push(message.subarray(i, i + 7)));
+    assert.deepEqual(out.map((m) => [m.type, m.body.length]), [[2, 300], [11, 1]]);
+    assert.throws(() => new HandshakeReassembler(1000).push(Buffer.from([1, 0, 0x10, 0])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+  });
+});
