@@ -676,7 +676,11 @@ export class RecordTap extends Duplex {
                handshakeTypesIn(opened.plaintext).includes(HandshakeType.keyUpdate)) {
       record.keyUpdate = true;
     }
-    if (record.consumed) this.#consume(dir, record);
+    // A retained record Node already consumed before the boundary was known.
+    if (record.consumed) {
+      if (record.keyUpdate) dir.keyUpdateSeen = true;
+      if (record.unopened) dir.unopened = true;
+    }
   }
 
   #fail(message: string, cause?: unknown): void {
