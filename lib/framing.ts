@@ -35,7 +35,14 @@ function ipLength(data: Buffer, maxPacketSize: number): number | string | null {
   if (version === 6) {
     if (data.length < 6) return null;
     const payloadLength = data.readUInt16BE(4);
-    if (payloadLength === 0) return 'IPv6 payload length 0 (jumbogram) is not supported';
+    // RFC 2675: a jumbogram has payload length 0 and a Hop-by-Hop header (next header 0); any
+    // other next header with payload length 0 is a whole 40-byte packet.
+    if (payloadLength === 0) {
+      if (data.length < 7) return null;
+      if (data[6] === 0) {
+        return 'IPv6 payload length 0 with a Hop-by-Hop header (jumbogram) is not supported';
+      }
+    }
     if (payloadLength + 40 > maxPacketSize) return 'IPv6 payload length + 40 above maxPacketSize';
     return payloadLength + 40;
   }

@@ -8,6 +8,8 @@ constexpr uint16_t kEtherTypeIpv6 = 0x86DD;
 // macOS <sys/socket.h>: AF_INET 2, AF_INET6 30. The utun header carries them big-endian.
 constexpr uint32_t kUtunFamilyIpv4 = 2;
 constexpr uint32_t kUtunFamilyIpv6 = 30;
+constexpr size_t kIpv6NextHeaderOffset = 6;
+constexpr uint8_t kIpv6HopByHop = 0;
 
 struct IpLength {
   size_t length;        // whole packet, 0 when the header is not yet complete
@@ -36,9 +38,16 @@ IpLength ip_packet_length(const uint8_t* data, size_t available, size_t max_pack
   if (version == 6) {
     if (available < 6) return {0, nullptr};
     const size_t payload_length = (size_t{data[4]} << 8) | data[5];
-    // A payload length of 0 means a jumbogram (RFC 2675), which needs a hop-by-hop option to
-    // say its length; tunnels do not carry them.
-    if (payload_length == 0) return {0, "IPv6 payload length 0 (jumbogram) is not supported"};
+    // RFC 2675 3: "The Payload Length field in the IPv6 header must be set to zero in every
+    // packet that carries the Jumbo Payload option", which lives in a Hop-by-Hop Options header
+    // (next header 0); tunnels do not carry jumbograms. Any other next header with a payload
+    // length of 0 is a whole 40-byte packet (e.g. next header 59, "no next header").
+    if (payload_length == 0) {
+      if (available < kIpv6NextHeaderOffset + 1) return {0, nullptr};
+      if (data[kIpv6NextHeaderOffset] == kIpv6HopByHop) {
+        return {0, "IPv6 payload length 0 with a Hop-by-Hop header (jumbogram) is not supported"};
+      }
+    }
     if (payload_length + kIpv6HeaderLength > max_packet_size) {
       return {0, "IPv6 payload length + 40 above maxPacketSize"};
     }

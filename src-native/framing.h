@@ -49,7 +49,7 @@ struct PacketCut {
 };
 
 // TLS -> fd: the next packet at the start of the decrypted stream. Looks at most at the first
-// 6 bytes before knowing the length, so a hostile length is rejected before it is buffered.
+// 7 bytes before knowing the length, so a hostile length is rejected before it is buffered.
 PacketCut cut_packet(const FramingConfig& config, const uint8_t* data, size_t length);
 
 // fd -> TLS: checks one packet read from the fd (packet info already removed). Returns nullptr
