@@ -28,6 +28,8 @@ interface Sink {
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean;
   once(event: 'drain', listener: () => void): unknown;
   end(done: (err?: Error | null) => void): void;
+  // Calls done once everything written so far has reached the fd (or failed).
+  flushed(done: () => void): void;
   destroy(): void;
   pending(): number;
 }
@@ -40,6 +42,7 @@ class FdWriter implements Sink {
   private destroyed = false;
   private endCallback: ((err?: Error | null) => void) | null = null;
   private drainListeners: (() => void)[] = [];
+  private flushWaiters: (() => void)[] = [];
 
   constructor(private readonly fd: number, private readonly onError: (err: Error) => void) {}
 
@@ -57,6 +60,14 @@ class FdWriter implements Sink {
   end(done: (err?: Error | null) => void): void {
     this.endCallback = done;
     if (!this.writing && this.queue.length === 0) done();
+  }
+
+  flushed(done: () => void): void {
+    if (!this.writing && this.queue.length === 0) {
+      process.nextTick(done);
+      return;
+    }
+    this.flushWaiters.push(done);
   }
 
   destroy(): void {
@@ -96,6 +107,9 @@ class FdWriter implements Sink {
         for (const listener of listeners) listener();
       }
       if (this.queue.length === 0) {
+        const waiters = this.flushWaiters;
+        this.flushWaiters = [];
+        for (const waiter of waiters) waiter();
         if (this.endCallback) this.endCallback();
         return;
       }
@@ -123,6 +137,13 @@ class SocketSink implements Sink {
     }
     this.socket.end(done);
   }
+  flushed(done: () => void): void {
+    if (this.socket.writableLength === 0 || this.socket.destroyed) {
+      process.nextTick(done);
+      return;
+    }
+    this.socket.write(Buffer.alloc(0), () => done());
+  }
   destroy(): void {
     this.socket.destroy();
   }
@@ -141,6 +162,7 @@ export class JsEngine implements Engine {
   private outDone = false;
   private closed = false;
   private stopping = false;
+  private framingFailure: Error | null = null;
   private pendingPackets = Buffer.alloc(0);
   private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
 
@@ -158,7 +180,7 @@ export class JsEngine implements Engine {
     tlsSocket.allowHalfOpen = true;
     tlsSocket.on('error', (err) => this.fail(err));
     tlsSocket.on('close', () => {
-      if (!this.inDone || !this.outDone) this.fail(connectionClosed());
+      if (!this.inDone || !this.outDone) this.fail(this.framingFailure ?? connectionClosed());
     });
 
     let shared: net.Socket | null = null;
@@ -286,7 +308,8 @@ export class JsEngine implements Engine {
         const cut = cutPacket(framing, data);
         if (cut.status === 'need-more') break;
         if (cut.status === 'malformed') {
-          this.fail(framingError(cut.problem));
+          this.pendingPackets = Buffer.from(data);
+          this.failAfterFlush(framingError(cut.problem));
           return;
         }
         const packet = Buffer.from(data.subarray(cut.prefixLength, cut.prefixLength + cut.packetLength));
@@ -317,9 +340,9 @@ export class JsEngine implements Engine {
   }
 
   private endIn(): void {
-    if (this.inDone || this.stopping) return;
+    if (this.inDone || this.stopping || this.framingFailure) return;
     if (this.pendingPackets.length) {
-      this.fail(framingError("the peer's stream ended inside a packet"));
+      this.failAfterFlush(framingError("the peer's stream ended inside a packet"));
       return;
     }
     this.sink!.end((err) => {
@@ -389,6 +412,16 @@ export class JsEngine implements Engine {
         closeNotifySent: true, closeNotifyReceived: this.options.direction !== 'out',
       }));
     }
+  }
+
+  // As in the native engine, the whole packets cut before bad bytes still reach the fd; then the
+  // splice fails. Nothing more is read from the peer meanwhile.
+  private failAfterFlush(err: Error): void {
+    if (this.closed || this.framingFailure) return;
+    this.framingFailure = err;
+    this.tlsSocket.pause();
+    this.tlsSocket.removeListener('data', this.onTlsData);
+    if (this.sink) this.sink.flushed(() => this.fail(err)); else this.fail(err);
   }
 
   private fail(err: Error): void {
