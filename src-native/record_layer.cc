@@ -159,6 +159,7 @@ ReadResult RecordLayer::read_record(const uint8_t* in, size_t length, uint8_t* o
       }
       empty_records_in_a_row_ = 0;
       key_updates_in_a_row_ = 0;
+      warning_alerts_in_a_row_ = 0;
       return ReadResult{ReadOutcome::kApplicationData, consumed, record.plaintext_length};
     case ContentType::kAlert:
       return on_alert(out, record.plaintext_length, consumed);
@@ -185,7 +186,9 @@ ReadResult RecordLayer::on_alert(const uint8_t* body, size_t length, size_t cons
                  : level == static_cast<uint8_t>(AlertLevel::kWarning);
   if (is_warning) {
     stats_.warning_alerts_in++;
-    if (++empty_records_in_a_row_ > kMaxWarningAlertsInARow) {
+    // Its own count: empty records (legal, up to kMaxEmptyRecordsInARow) must not make a
+    // single warning look like a flood.
+    if (++warning_alerts_in_a_row_ > kMaxWarningAlertsInARow) {
       return fail(RecordError::kUnexpectedMessage, AlertDescription::kUnexpectedMessage);
     }
     return ReadResult{ReadOutcome::kControl, consumed, 0};

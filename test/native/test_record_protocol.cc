@@ -432,6 +432,25 @@ void test_alerts() {
       fr = test::feed(s.client, in);
       expect_error(s, fr, RecordError::kUnexpectedMessage, AlertDescription::kUnexpectedMessage,
                    "5 warnings in a row");
+      // The two limits are separate: empty records do not count as warnings (found by the
+      // post_handshake fuzzer: 1 empty record + 4 no_renegotiation warnings was a "flood").
+      for (const int empties : {1, 30}) {
+        test::Session m(sc.version, sc.id);
+        Bytes mixed;
+        for (int i = 0; i < empties; i++) {
+          const Bytes r = m.seal_data({});
+          mixed.insert(mixed.end(), r.begin(), r.end());
+        }
+        for (int i = 0; i < 4; i++) {
+          const Bytes r = m.seal_alert(1, 100);
+          mixed.insert(mixed.end(), r.begin(), r.end());
+        }
+        const Bytes d2 = m.seal_data({9});
+        mixed.insert(mixed.end(), d2.begin(), d2.end());
+        const test::FeedResult mf = test::feed(m.client, mixed);
+        CHECK(mf.data == Bytes({9}));
+        CHECK(m.client.error() == RecordError::kNone);
+      }
       // An alert level that is neither warning nor fatal.
       test::Session l(sc.version, sc.id);
       expect_error(l, test::feed(l.client, l.seal_alert(3, 40)), RecordError::kIllegalParameter,
