@@ -179,6 +179,8 @@ struct PeerPlan {
   size_t read_chunk = 65536;            // SSL_read size
   int read_delay_us = 0;                // sleep after each read (a slow reader)
   std::function<void(uint64_t sent)> on_progress;  // called after each write
+  std::function<void(uint64_t received)> on_read;  // called after each read
+  bool send_after_close_notify = false;  // hold the stream until the splice's close_notify
   int timeout_seconds = 120;
 };
 
@@ -203,6 +205,7 @@ struct UserPlan {
   std::function<void(uint64_t received)> on_read;  // after each read
   uint64_t stop_reading_after = UINT64_MAX;         // stop reading (never drain) past this
   int timeout_seconds = 120;
+  bool send_after_eof = false;  // hold the stream until the splice's EOF reached us
 };
 
 struct UserResult {
@@ -235,7 +238,9 @@ inline PeerResult run_peer(SSL* ssl, int fd, const PeerPlan& plan) {
       break;
     }
     bool want_read = false, want_write = false, progress = false;
-    if (!send_done) {
+    if (!send_done && plan.send_after_close_notify && !r.got_close_notify) {
+      // waiting for the other side to close first
+    } else if (!send_done) {
       if (out_len == 0) {
         out_len = static_cast<size_t>(std::min<uint64_t>(out.size(), plan.send_bytes - r.sent));
         prng.fill(out.data(), out_len);
@@ -283,6 +288,7 @@ inline PeerResult run_peer(SSL* ssl, int fd, const PeerPlan& plan) {
         sha.update(in.data(), static_cast<size_t>(n));
         r.received += static_cast<uint64_t>(n);
         progress = true;
+        if (plan.on_read) plan.on_read(r.received);
         if (plan.read_delay_us) usleep(plan.read_delay_us);
       } else {
         const int err = SSL_get_error(ssl, n);
@@ -332,7 +338,7 @@ inline UserResult run_user(int write_fd, int read_fd, const UserPlan& plan) {
       break;
     }
     bool progress = false;
-    if (!send_done) {
+    if (!send_done && !(plan.send_after_eof && !r.got_eof)) {
       if (out_off == out_len) {
         out_len = static_cast<size_t>(std::min<uint64_t>(out.size(), plan.send_bytes - r.sent));
         prng.fill(out.data(), out_len);
