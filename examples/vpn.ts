@@ -298,7 +298,17 @@ async function startTunnel(socket: tls.TLSSocket, tun: TunDevice, mtu: number,
   // sends our close_notify and ends it.
   handle.on('end', () => void handle.stop({ graceful: true, timeout: STOP_TIMEOUT_MS }));
   const closed = handle.closed.then((end) => {
-    fs.closeSync(tun.fd);  // the device goes away with its last fd
+    fs.closeSync(tun.fd);  // the device goes away with its last fd...
+    // ...unless a read of it is still blocked in a thread (the JS engine reads a TUN with
+    // blocking reads on libuv's thread pool): deleting the device wakes that read, so the
+    // process can exit. Only when we configured the device ourselves.
+    if (options.configure && fs.existsSync(`/sys/class/net/${tun.name}`)) {
+      try {
+        execFileSync('ip', ['link', 'delete', 'dev', tun.name], { stdio: 'ignore' });
+      } catch {
+        // Already gone.
+      }
+    }
     tunnels.delete(tunnel);
     const error = end.error ? errorFields(end.error) : undefined;
     report('closed', {
