@@ -226,7 +226,8 @@ inline PeerResult run_peer(SSL* ssl, int fd, const PeerPlan& plan) {
   test::Prng prng(plan.seed);
   test::Sha256 sha;
   std::vector<uint8_t> out(16384), in(plan.read_chunk);
-  size_t out_len = 0;  // bytes of `out` pending in an SSL_write (retried with the same args)
+  size_t out_len = 0;  // bytes of `out` to send; out[out_off..out_len) not yet accepted
+  size_t out_off = 0;  // (an SSL_write after WANT_* is retried with the same arguments)
   size_t next_ku = 0;
   bool send_done = plan.send_bytes == 0;
   bool shutdown_sent = false;
@@ -244,14 +245,18 @@ inline PeerResult run_peer(SSL* ssl, int fd, const PeerPlan& plan) {
       if (out_len == 0) {
         out_len = static_cast<size_t>(std::min<uint64_t>(out.size(), plan.send_bytes - r.sent));
         prng.fill(out.data(), out_len);
+        out_off = 0;
       }
-      const int n = SSL_write(ssl, out.data(), static_cast<int>(out_len));
+      const int n = SSL_write(ssl, out.data() + out_off, static_cast<int>(out_len - out_off));
       if (n > 0) {
+        // SSL_MODE_ENABLE_PARTIAL_WRITE: n may be one record's worth (max_fragment_length).
         r.sent += static_cast<uint64_t>(n);
-        out_len = 0;
+        out_off += static_cast<size_t>(n);
+        if (out_off == out_len) out_len = 0;
         progress = true;
         if (plan.on_progress) plan.on_progress(r.sent);
-        if (next_ku < plan.key_update_at.size() && r.sent >= plan.key_update_at[next_ku]) {
+        if (out_len == 0 && next_ku < plan.key_update_at.size() &&
+            r.sent >= plan.key_update_at[next_ku]) {
           if (SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1) r.key_updates_sent++;
           next_ku++;
         }
