@@ -280,6 +280,12 @@ bool Splice::step_in(size_t* budget) {
     }
     cipher_in_needs_more_ = false;
     if (r.outcome == ReadOutcome::kError) {
+      // The records opened before the bad one (or the peer's fatal alert) are authentic: deliver
+      // them first, as far as the fd takes them without blocking; the rest is reported in
+      // undelivered_in. Otherwise what reaches the fd would depend on whether TCP happened to
+      // hand over the good records and the bad one in the same read.
+      bool flushed = false;
+      flush_in(&flushed);
       fail_record_layer();
       return true;
     }
