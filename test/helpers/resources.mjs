@@ -1,0 +1,98 @@
+// Process resources for leak checks: open fds (from /proc/self/fd) and resident memory, a forced
+// GC, and waits that poll until a count is back to its baseline (closing a socket, or a native
+// splice's duplicates, completes a few event-loop turns after the call that asked for it).
+//
+// API
+//   fdCount() -> number                      entries in /proc/self/fd (the listing's own fd excluded)
+//   fdList() -> string[]                     'fd -> target' lines, for a failure message
+//   rssBytes() -> number                     process.memoryUsage().rss
+//   gc() -> Promise                          a full GC (exposed with v8.setFlagsFromString, so no
+//                                            --expose-gc is needed), then a few turns for finalizers
+//   waitForFdCount(baseline, { timeout }) -> Promise<number>
+//                                            resolves with the count once it is <= baseline, or
+//                                            with the last count after `timeout` ms (never rejects:
+//                                            the caller asserts, with fdList() in the message)
+//   snapshot() -> Promise<{ fds, rss }>      after a GC
+//   assertFdsBack(baseline, what, { timeout })       fd count back to baseline exactly
+//   assertRssBounded(baseline, maxGrowthBytes, what) RSS (after a GC) within baseline + max
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+export function fdCount() {
+  // readdirSync opens the directory itself: that fd shows in the listing and is not ours to count.
+  return fs.readdirSync('/proc/self/fd').length - 1;
+}
+
+export function fdList() {
+  const lines = [];
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    try {
+      lines.push(`${name} -> ${fs.readlinkSync(`/proc/self/fd/${name}`)}`);
+    } catch {
+      // The listing's own fd, closed by now.
+    }
+  }
+  return lines;
+}
+
+export function rssBytes() {
+  return process.memoryUsage().rss;
+}
+
+let collect = null;
+
+function collector() {
+  if (collect === null) {
+    if (typeof globalThis.gc === 'function') {
+      collect = globalThis.gc;
+    } else {
+      v8.setFlagsFromString('--expose-gc');
+      collect = vm.runInNewContext('gc');
+    }
+  }
+  return collect;
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function gc() {
+  const run = collector();
+  for (let i = 0; i < 3; i++) {
+    run();
+    await turn();
+  }
+}
+
+export async function waitForFdCount(baseline, { timeout = 5000 } = {}) {
+  const deadline = Date.now() + timeout;
+  let count = fdCount();
+  while (count > baseline && Date.now() < deadline) {
+    await sleep(10);
+    count = fdCount();
+  }
+  return count;
+}
+
+export async function snapshot() {
+  await gc();
+  return { fds: fdCount(), rss: rssBytes() };
+}
+
+export async function assertFdsBack(baseline, what, { timeout = 5000 } = {}) {
+  const count = await waitForFdCount(baseline, { timeout });
+  assert.equal(count, baseline,
+    `${what}: ${count} fds open, baseline ${baseline}\n${fdList().join('\n')}`);
+}
+
+export async function assertRssBounded(baseline, maxGrowthBytes, what) {
+  await gc();
+  const rss = rssBytes();
+  const mb = (n) => `${(n / 1048576).toFixed(1)} MiB`;
+  assert.ok(rss - baseline <= maxGrowthBytes,
+    `${what}: RSS grew by ${mb(rss - baseline)} (baseline ${mb(baseline)}, now ${mb(rss)}), ` +
+    `more than ${mb(maxGrowthBytes)}`);
+  return rss - baseline;
+}
