@@ -117,8 +117,11 @@ bool Splice::init(std::string* out_code) {
 
   cipher_in_.allocate(std::max(kCipherInCapacity,
                                config_.initial_ciphertext.size() + kMaxRecordLength));
-  std::memcpy(cipher_in_.data.get(), config_.initial_ciphertext.data(),
-              config_.initial_ciphertext.size());
+  // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
+  if (!config_.initial_ciphertext.empty()) {
+    std::memcpy(cipher_in_.data.get(), config_.initial_ciphertext.data(),
+                config_.initial_ciphertext.size());
+  }
   cipher_in_.end = config_.initial_ciphertext.size();
 
   // Opened records land here even when they carry no data for the fd (tickets, alerts).
@@ -126,8 +129,10 @@ bool Splice::init(std::string* out_code) {
                                    ? std::max(kStreamChunk, packets ? max_packet_unit : 0)
                                    : 0;
   plain_in_.allocate(plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size());
-  std::memcpy(plain_in_.data.get(), config_.initial_plaintext.data(),
-              config_.initial_plaintext.size());
+  if (!config_.initial_plaintext.empty()) {
+    std::memcpy(plain_in_.data.get(), config_.initial_plaintext.data(),
+                config_.initial_plaintext.size());
+  }
   plain_in_.end = config_.initial_plaintext.size();
 
   const size_t mfl = layer_.max_fragment_length();
