@@ -91,7 +91,8 @@ void test_ip_cut() {
   // Above maxPacketSize, known from the header before the body arrives.
   const FramingConfig small = config(Framing::kIp, 1280);
   expect_cut(small, ipv4(1280), CutStatus::kPacket, 0, 1280, "ipv4 at max");
-  expect_cut(small, Bytes(ipv4(1281).begin(), ipv4(1281).begin() + 4), CutStatus::kMalformed, 0, 0,
+  const Bytes big4 = ipv4(1281);
+  expect_cut(small, Bytes(big4.begin(), big4.begin() + 4), CutStatus::kMalformed, 0, 0,
              "ipv4 above max from 4 bytes");
   expect_cut(small, ipv6(1240), CutStatus::kPacket, 0, 1280, "ipv6 at max");
   const Bytes big6 = ipv6(1241);
