@@ -521,7 +521,11 @@ bool Splice::step_out(size_t* budget) {
     batch_plaintext_ = batch_packets_ = 0;
   }
 
-  if (layer_.has_pending_control()) {
+  // Control records owed to the peer go out before our close_notify, never after it: RFC 8446
+  // 6.1, close_notify says "the sender will not send any more messages on this connection".
+  // (A KeyUpdate the peer requests after that point is simply not answered.)
+  if (layer_.has_pending_control() &&
+      (out_state_ == OutState::kOpen || out_state_ == OutState::kClosing)) {
     const size_t n = layer_.seal_pending_control(cipher_out_.tail(), cipher_out_.tail_room());
     if (n == 0) {
       fail_record_layer();
