@@ -375,6 +375,7 @@ async function runServer(options: Options): Promise<void> {
       `${remote}: ${errorFields(err).code} ${errorFields(err).message}`));
     let slot: { n: number; addresses: TunnelAddresses } | null = null;
     let tun: TunDevice | null = null;
+    let welcomed = false;
     try {
       const hello = await readJsonLine(socket);
       if (hello.op !== 'hello') throw new SpliceError('ERR_VPN_PROTOCOL', 'expected {"op":"hello"}');
@@ -383,9 +384,12 @@ async function runServer(options: Options): Promise<void> {
       slot = allocate();
       if (slot === null) throw new SpliceError('ERR_VPN_POOL_FULL', 'no tunnel address is free');
       tun = openTun({ name: options.tun, mtu });
+      // The answer goes first, so that the client does not wait on us while the device is being
+      // configured (by hand, maybe); its first packets wait in the TLS session meanwhile.
+      sendJsonLine(socket, { op: 'welcome', version: PROTOCOL_VERSION, mtu, ...slot.addresses });
+      welcomed = true;
       await configureTun(tun.name, ipCommands(tun.name, 'server', slot.addresses, []), options,
         shutdown.signal);
-      sendJsonLine(socket, { op: 'welcome', version: PROTOCOL_VERSION, mtu, ...slot.addresses });
       handshaking.delete(socket);
       const opened = tun;
       tun = null;  // startTunnel owns it now
@@ -399,7 +403,8 @@ async function runServer(options: Options): Promise<void> {
       if (slot) inUse.delete(slot.n);
       const fields = errorFields(err);
       report('error', { remote, ...fields }, `${remote}: ${fields.code} ${fields.message}`);
-      if (!socket.destroyed && socket.writable) {
+      // After the welcome, the client may be splicing already: no more JSON, just close.
+      if (!welcomed && !socket.destroyed && socket.writable) {
         sendJsonLine(socket, { op: 'error', code: fields.code, message: fields.message });
         socket.end();
         setTimeout(() => socket.destroy(), 1000).unref();
