@@ -112,6 +112,7 @@ struct TlsParams {
   bool trickle_proxy = false;   // put a proxy between the peer and the Splice
   bool pipes = false;           // user side: two pipes instead of a socketpair
   int sink_pipe_size = 0;       // pipes: F_SETPIPE_SZ of the sink pipe (0: default)
+  tls_splice::FramingConfig framing;  // packet framing (user side: a SOCK_SEQPACKET pair)
 };
 
 // Lines the keylog callback saw, per SSL.
@@ -181,6 +182,7 @@ struct PeerPlan {
   std::function<void(uint64_t sent)> on_progress;  // called after each write
   std::function<void(uint64_t received)> on_read;  // called after each read
   bool send_after_close_notify = false;  // hold the stream until the splice's close_notify
+  const std::vector<uint8_t>* stream = nullptr;  // send these bytes instead of the PRNG stream
   int timeout_seconds = 120;
 };
 
@@ -244,7 +246,11 @@ inline PeerResult run_peer(SSL* ssl, int fd, const PeerPlan& plan) {
     } else if (!send_done) {
       if (out_len == 0) {
         out_len = static_cast<size_t>(std::min<uint64_t>(out.size(), plan.send_bytes - r.sent));
-        prng.fill(out.data(), out_len);
+        if (plan.stream) {
+          std::memcpy(out.data(), plan.stream->data() + r.sent, out_len);
+        } else {
+          prng.fill(out.data(), out_len);
+        }
         out_off = 0;
       }
       const int n = SSL_write(ssl, out.data() + out_off, static_cast<int>(out_len - out_off));
@@ -625,6 +631,7 @@ struct Harness {
     peer_ssl = params.spliced_is_server ? client : server;
     peer_fd = params.spliced_is_server ? client_fd : server_fd;
     config.tcp_fd = spliced_fd;
+    config.framing = params.framing;
     config.deliver_in = deliver_in;
     config.deliver_out = deliver_out;
     if (params.pipes) {
@@ -637,7 +644,9 @@ struct Harness {
       user_read_fd = from_splice[0];
     } else {
       int sp[2];
-      if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) < 0) die("socketpair");
+      const int type = params.framing.framing == tls_splice::Framing::kStream ? SOCK_STREAM
+                                                                              : SOCK_SEQPACKET;
+      if (socketpair(AF_UNIX, type, 0, sp) < 0) die("socketpair");
       config.read_fd = config.write_fd = sp[0];
       user_write_fd = user_read_fd = sp[1];
     }
