@@ -469,6 +469,10 @@ const MALFORMED = [
     bad: () => ipv6Packet(MAX + 1, 'bad') },
   { name: 'IPv6 jumbogram (payload length 0, Hop-by-Hop)', framing: 'ip', problem: /jumbogram/,
     bad: () => { const p = ipv6Packet(48, 'bad'); p.writeUInt16BE(0, 4); p[6] = 0; return p; } },
+  { name: 'bad IP version, TUN with packet info', framing: 'ip', packetInfo: true, problem: /version/,
+    bad: () => { const p = ipv4Packet(100, 'bad'); p[0] = 0x05; return p; } },
+  { name: 'u16be above maxPacketSize, TUN with packet info', framing: 'u16be', packetInfo: true,
+    problem: /maxPacketSize/, bad: () => u16(MAX + 1) },
   { name: 'u16be length 0', framing: 'u16be', problem: /prefix of 0/,
     bad: () => u16(0) },
   { name: 'u16be length above maxPacketSize', framing: 'u16be', problem: /maxPacketSize/,
@@ -482,7 +486,8 @@ const MALFORMED = [
 async function malformedCase(engine, c) {
   const good = [ipv6Packet(40, 'good0'), ipv4Packet(1500, 'good1'), ipv6Packet(1500, 'good2')];
   const after = [ipv6Packet(60, 'after')];
-  const rig = await startRig({ engine, framing: c.framing, mtu: MAX, maxPacketSize: MAX });
+  const rig = await startRig({ engine, framing: c.framing, packetInfo: c.packetInfo ?? false,
+    mtu: MAX, maxPacketSize: MAX });
   try {
     const bytes = Buffer.concat([frame(c.framing, good), c.bad(),
       ...(c.endAfter ? [] : [frame(c.framing, after)])]);
