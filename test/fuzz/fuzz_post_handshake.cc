@@ -12,7 +12,7 @@
 //   op % 8 == 4  TLS 1.3: a record with inner type op >> 3 (and the payload as content +
 //                padding); TLS 1.2: a record of outer type op >> 3
 //   op % 8 == 5  the peer moves to its next traffic secret without telling us
-//   op % 8 == 6  we seal application data (payload) back to the peer, which must open it
+//   op % 8 == 6  we seal application data (payload, non-empty) back to the peer, which must open it
 //   op % 8 == 7  a standalone HandshakeAssembler gets payload as one append()
 // Everything the layer under test seals (KeyUpdate answers, refusals, alerts, data) is opened
 // by a second record layer holding the peer's keys: it must always authenticate.
@@ -106,6 +106,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (tls13) peer.protection().update_traffic_secret();
         break;
       case 6: {
+        // The pump only seals what a read() returned (> 0 bytes): no empty records, which a
+        // peer may rightly count as a flood (kMaxEmptyRecordsInARow).
+        if (len == 0) break;
         const size_t n = std::min(len, layer.max_fragment_length());
         test::Bytes out(layer.max_sealed_length(n));
         const size_t w = layer.seal_application_data(payload.data(), n, out.data(), out.size());
@@ -166,6 +169,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                                   sizeof(out));
     if (pr.outcome == ReadOutcome::kError) {
       // Only the closing alert may end it: a fatal alert from us, at the very end.
+      if (peer_reader.error() != RecordError::kPeerAlert) {
+        std::fprintf(stderr, "peer refused our record at %zu of %zu: %s; layer under test: %s\n",
+                     off, to_peer.size(), record_error_code(peer_reader.error()),
+                     record_error_code(layer.error()));
+      }
       FUZZ_INVARIANT(peer_reader.error() == RecordError::kPeerAlert);
       break;
     }
