@@ -44,6 +44,11 @@ export interface CapturedSession {
   maxFragmentLength: number;      // 16384 unless negotiated (512/1024/2048/4096)
   plaintext: Buffer;              // cleartext Node decrypted that the user has not read
   pendingCiphertext: Buffer;      // bytes from TCP Node never got: the native side's first input
+  // How far Node got with the end of the peer's side before capture: 'none'; 'close_notify'
+  // (OpenSSL read it: `plaintext` is all the peer will send, later records are to be ignored);
+  // or 'eof' (Node read the TCP FIN and its readable side ended, with or without a close_notify
+  // before it). The native side reads the FIN again from the kernel in the first case only.
+  peerEnded: 'none' | 'close_notify' | 'eof';
   fd: number;                     // our dup() of the TCP socket (non-blocking)
   tlsSocket: tls.TLSSocket;       // now spent
 }
@@ -96,9 +101,10 @@ function delay(ms: number): Promise<void> {
 function established(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
   const done = tap.secureEstablished ||
     (tlsSocket.getFinished() !== undefined && tlsSocket.getPeerFinished() !== undefined);
+  // A peer that already closed its side (close_notify, FIN) leaves a half-closed session that can
+  // still be spliced, as long as Node has not acted on it ('end' emitted, our side ended).
   return done && !tlsSocket.destroyed && !tap.destroyed && !tap.raw.destroyed &&
-    tlsSocket.writable && !tlsSocket.writableEnded && !tlsSocket.readableEnded &&
-    !tap.eofDelivered;
+    tlsSocket.writable && !tlsSocket.writableEnded && !tlsSocket.readableEnded;
 }
 
 // The checks that need no waiting; run before and again after the quiet point.
@@ -322,7 +328,7 @@ function maxFragmentLengthOf(tap: RecordTap, version: number, suite: number): nu
 
 // Everything except the fd and the buffers; throws a refusal without side effects.
 function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
-    Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'fd'> {
+    Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'> {
   const hello = tap.serverHello!;
   const version = tap.version as 0x0303 | 0x0304;
   const suite = hello.cipherSuite;
@@ -346,7 +352,7 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   const readSeq = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
   const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent');
   const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
-  const session: Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'fd'> = {
+  const session: Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'> = {
     version: version === kTls13 ? 'TLSv1.3' : 'TLSv1.2',
     versionId: version,
     cipherSuite: suite,
@@ -428,9 +434,12 @@ export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureO
     fd = binding.dupFd(tap.rawFd());
     // Irreversible from here on, and synchronous: nothing can run in between.
     const plaintext = drainPlaintext(tlsSocket);
+    const readableEnded = (tlsSocket as unknown as { _readableState?: { ended?: boolean } })
+      ._readableState?.ended === true;
+    const peerEnded = !readableEnded ? 'none' : tap.eofDelivered ? 'eof' : 'close_notify';
     const pendingCiphertext = tap.detach();
     makeSpent(tlsSocket);
-    return { ...session, plaintext, pendingCiphertext, fd };
+    return { ...session, plaintext, pendingCiphertext, peerEnded, fd };
   } catch (err) {
     if (fd >= 0) binding.closeFd(fd);
     tap.releaseHold();

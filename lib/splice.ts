@@ -376,6 +376,8 @@ export class SpliceHandle extends EventEmitter {
         initialPlaintext: session.plaintext,
         initialCiphertext: session.pendingCiphertext,
         initialCleartext,
+        peerEnded: session.peerEnded !== 'none',
+        peerCloseNotify: session.peerEnded === 'close_notify',
       }, (type, info) => {
         if (type === 'end') events.onEnd();
         else events.onClose(info, splice.stats());

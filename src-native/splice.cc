@@ -207,6 +207,13 @@ void Splice::start(uv_loop_t* loop) {
     return fail("ERR_TLS_SPLICE_UNEXPECTED_DATA", AlertDescription::kNone,
                 "Node had already decrypted data from the peer, but direction is 'out'");
   }
+  if (config_.peer_ended) {
+    // After a FIN Node read, whether a close_notify came first is not known: neither flag is set.
+    end_.close_notify_received = config_.peer_close_notify;
+    end_.ignored_after_close += cipher_in_.size();
+    cipher_in_.start = cipher_in_.end = 0;
+    in_state_ = InState::kDraining;
+  }
   pump();
 }
 

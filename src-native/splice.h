@@ -42,6 +42,11 @@ struct SpliceConfig {
   std::vector<uint8_t> initial_plaintext;   // decrypted by Node, never delivered: first "in" data
   std::vector<uint8_t> initial_ciphertext;  // read from TCP, never given to Node: first input
   std::vector<uint8_t> initial_cleartext;   // buffered by the target's net.Socket: first "out" data
+  // Node had already seen the end of the peer's side (its close_notify, or the TCP FIN after
+  // which OpenSSL saw no more): deliver initial_plaintext, then the "in" direction is over;
+  // records after it are ignored (RFC 8446 6.1).
+  bool peer_ended = false;
+  bool peer_close_notify = false;  // with peer_ended: the end was a close_notify
 };
 
 enum class EndReason : uint8_t { kEnd, kStopped, kAborted, kError };

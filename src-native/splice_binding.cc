@@ -226,6 +226,8 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     config.framing.max_packet_size =
         static_cast<size_t>(p.integer("maxPacketSize", 20, 65535, 65535));
     config.is_server = p.boolean("isServer", false);
+    config.peer_ended = p.boolean("peerEnded", false);
+    config.peer_close_notify = p.boolean("peerCloseNotify", false);
 
     SessionKeys& keys = config.keys;
     const int64_t version = p.integer("version", 0x0303, 0x0304, 0x0304);

@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { spliceTo, pipeToNative } from '../dist/index.js';
 import { FIXTURES } from './helpers/peers.mjs';
 import { PrngStream, sha256 } from './helpers/data.mjs';
-import { ourClient, pipe, drain, withTimeout } from './helpers/splice-env.mjs';
+import { ourClient, pipe, drain, withTimeout, socketPair, userSide } from './helpers/splice-env.mjs';
 
 const SIZE = 16 * 1024 * 1024;
 const servers = [];
@@ -172,3 +172,31 @@ test("/dev/null as sink (not pollable) and /dev/zero as source", { timeout: 6000
     fs.closeSync(zfd);
   }
 });
+
+test('the peer closed its side before the splice started: half-closed session', { timeout: 60000 },
+  async () => {
+    const toClient = new PrngStream('early-close/down').next(100000);
+    const toServer = new PrngStream('early-close/up').next(SIZE);
+    // The server sends its data and close_notify at once, but keeps reading (no FIN yet).
+    const { port, received } = await plainServer({ toClient });
+    const tlsSocket = await ourClient(port);
+    // Let Node read the data and the close_notify before capture.
+    await new Promise((r) => setTimeout(r, 200));
+    const [spliceFd, testFd] = socketPair();
+    const user = userSide(testFd);
+    const handle = spliceTo(tlsSocket, spliceFd, { engine: 'native', autoClose: true });
+    let ended = false;
+    handle.on('end', () => { ended = true; });
+    await handle.start();
+    await user.waitForEnd(10000);
+    assert.equal(ended, true);
+    assert.equal(sha256(user.received), sha256(toClient));
+    // Our direction still works after the peer's close.
+    await user.write(toServer);
+    user.socket.end();
+    const [got, end] = await Promise.all([received, handle.closed]);
+    assert.equal(end.reason, 'end', end.error?.message);
+    assert.equal(end.closeNotifyReceived, true);
+    assert.equal(got.length, SIZE);
+    assert.equal(sha256(got), sha256(toServer));
+  });
