@@ -160,6 +160,7 @@ ReadResult RecordLayer::read_record(const uint8_t* in, size_t length, uint8_t* o
       empty_records_in_a_row_ = 0;
       key_updates_in_a_row_ = 0;
       warning_alerts_in_a_row_ = 0;
+      renegotiations_in_a_row_ = 0;
       return ReadResult{ReadOutcome::kApplicationData, consumed, record.plaintext_length};
     case ContentType::kAlert:
       return on_alert(out, record.plaintext_length, consumed);
@@ -272,7 +273,9 @@ ReadResult RecordLayer::on_handshake(const uint8_t* body, size_t length, size_t 
     if (type == HandshakeType::kHelloRequest && message.body_length != 0) {
       return fail(RecordError::kDecodeError, AlertDescription::kDecodeError);
     }
-    if (++stats_.renegotiations_refused > kMaxRenegotiationRefusals) {
+    // Counted in a row: a long-lived session whose server asks now and then is fine.
+    stats_.renegotiations_refused++;
+    if (++renegotiations_in_a_row_ > kMaxRenegotiationRefusals) {
       return fail(RecordError::kRenegotiation, AlertDescription::kUnexpectedMessage);
     }
     pending_no_renegotiation_ = true;
@@ -350,6 +353,9 @@ size_t RecordLayer::seal_application_data(const uint8_t* plaintext, size_t lengt
     written += n;
   }
   const size_t n = write_.seal(ContentType::kApplicationData, plaintext, length, out + written);
+  // A peer that only receives may legitimately ask for KeyUpdates as our data flows: the flood
+  // rule is about KeyUpdates with no data either way.
+  key_updates_in_a_row_ = 0;
   if (n == 0) {
     error_ = write_.seq() == UINT64_MAX ? RecordError::kSequenceExhausted
                                         : RecordError::kInternalError;

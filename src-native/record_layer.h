@@ -65,7 +65,8 @@ const char* record_error_code(RecordError error);
 
 // RFC 8446 5.1: empty application records are legal, but a flood of them is a denial of service.
 constexpr uint32_t kMaxEmptyRecordsInARow = 32;
-// A peer may ask for KeyUpdates; one that sends nothing else is burning our CPU.
+// A peer may ask for KeyUpdates; one that sends them with no data moving either way is burning
+// our CPU.
 constexpr uint32_t kMaxKeyUpdatesInARow = 32;
 // The largest record seal_pending_control() or seal_alert() writes (a KeyUpdate or an alert).
 constexpr size_t kMaxControlRecordLength = kMaxSealOverhead + 8;
@@ -154,6 +155,7 @@ class RecordLayer {
   uint32_t empty_records_in_a_row_ = 0;
   uint32_t key_updates_in_a_row_ = 0;
   uint32_t warning_alerts_in_a_row_ = 0;
+  uint32_t renegotiations_in_a_row_ = 0;
   bool pending_key_update_ = false;
   bool pending_no_renegotiation_ = false;
   RecordError error_ = RecordError::kNone;

@@ -28,6 +28,8 @@ constexpr size_t kMaxPacketsPerBatch = 64;
 constexpr size_t kControlReserve = 4 * kMaxControlRecordLength;
 // Consecutive poll errors on one fd with no I/O making progress before giving up on it.
 constexpr int kMaxPollErrorsInARow = 16;
+// How long a graceful stop waits for the peer's FIN after sending close_notify.
+constexpr uint64_t kLingerMs = 2000;
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -252,7 +254,7 @@ void Splice::pump() {
   size_t budget = kMaxBytesPerWakeup;
   bool progress = true;
   while (progress && budget > 0 && !closing_) {
-    progress = step_in(&budget);
+    progress = lingering_ ? discard_in(&budget) : step_in(&budget);
     if (closing_) break;
     progress = step_out(&budget) || progress;
   }
@@ -266,9 +268,43 @@ void Splice::pump() {
   stats_.tickets_in.store(s.tickets_in, std::memory_order_relaxed);
 
   if (in_state_ == InState::kDone && out_state_ == OutState::kDone) {
-    return finish(stopping_ ? EndReason::kStopped : EndReason::kEnd);
+    if (!stopping_ || tcp_eof_) return finish(stopping_ ? EndReason::kStopped : EndReason::kEnd);
+    if (!lingering_) {
+      lingering_ = true;
+      end_.unread_ciphertext += cipher_in_.size();
+      cipher_in_.start = cipher_in_.end = 0;
+      if (uv_timer_init(loop_, &linger_timer_) == 0) {
+        linger_timer_.data = this;
+        linger_timer_initialized_ = true;
+        open_handles_++;
+        uv_timer_start(&linger_timer_, on_linger_timeout, kLingerMs, 0);
+      } else {
+        return finish(EndReason::kStopped);
+      }
+      return pump();
+    }
   }
   update_watches(budget == 0);
+}
+
+void Splice::on_linger_timeout(uv_timer_t* handle) {
+  Splice* self = static_cast<Splice*>(handle->data);
+  if (!self->closing_) self->finish(EndReason::kStopped);
+}
+
+bool Splice::discard_in(size_t* budget) {
+  if (tcp_eof_) return false;
+  const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.data.get(), cipher_in_.capacity);
+  if (n > 0) {
+    end_.unread_ciphertext += static_cast<uint64_t>(n);
+    stats_.ciphertext_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
+    *budget -= std::min(*budget, static_cast<size_t>(n));
+    return true;
+  }
+  if (n < 0 && would_block(errno)) return false;
+  // EOF, or the peer reset the connection: either way there is nothing left to wait for.
+  tcp_eof_ = true;
+  return true;
 }
 
 // --- TLS -> fd -------------------------------------------------------------------------------
@@ -695,7 +731,8 @@ void Splice::watch(Watch* w, int events, bool* want_idle) {
 void Splice::update_watches(bool yield) {
   bool want_idle = yield;
   int tcp_events = 0;
-  if (in_state_ == InState::kOpen && !tcp_eof_ && !stopping_ && cipher_in_needs_more_) {
+  if ((in_state_ == InState::kOpen && !tcp_eof_ && !stopping_ && cipher_in_needs_more_) ||
+      (lingering_ && !tcp_eof_)) {
     tcp_events |= UV_READABLE;
   }
   if (cipher_out_.size() > 0) tcp_events |= UV_WRITABLE;
@@ -735,8 +772,9 @@ void Splice::fail(const char* code, AlertDescription alert, const std::string& d
   if (closing_) return;
   end_.code = code;
   end_.detail = detail;
-  if (alert != AlertDescription::kNone && out_state_ != OutState::kDone &&
-      cipher_out_.tail_room() >= kMaxControlRecordLength) {
+  // Nothing follows our close_notify (RFC 8446 6.1), not even an alert.
+  if (alert != AlertDescription::kNone && !end_.close_notify_sent &&
+      out_state_ != OutState::kDone && cipher_out_.tail_room() >= kMaxControlRecordLength) {
     const size_t n = layer_.seal_alert(alert, cipher_out_.tail(), cipher_out_.tail_room());
     if (n > 0) {
       cipher_out_.end += n;
@@ -778,7 +816,7 @@ void Splice::finish(EndReason reason) {
   end_.reason = reason;
   end_.undelivered_in = (config_.head.size() - head_offset_) +
                         (config_.deliver_in ? plain_in_.size() : 0);
-  end_.unread_ciphertext = cipher_in_.size();
+  if (!lingering_) end_.unread_ciphertext += cipher_in_.size();
   end_.undelivered_out = batch_plaintext_ + (config_.initial_cleartext.size() -
                                              initial_cleartext_offset_);
   const RecordLayerStats& s = layer_.stats();
@@ -791,6 +829,11 @@ void Splice::finish(EndReason reason) {
 }
 
 void Splice::release_handles() {
+  if (linger_timer_initialized_) {
+    uv_timer_stop(&linger_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&linger_timer_), on_handle_closed);
+    linger_timer_initialized_ = false;
+  }
   if (idle_initialized_) {
     uv_idle_stop(&idle_);
     idle_active_ = false;
@@ -806,9 +849,8 @@ void Splice::release_handles() {
 }
 
 void Splice::on_handle_closed(uv_handle_t* handle) {
-  Splice* self = handle->type == UV_IDLE
-                     ? static_cast<Splice*>(handle->data)
-                     : static_cast<Watch*>(handle->data)->owner;
+  Splice* self = handle->type == UV_POLL ? static_cast<Watch*>(handle->data)->owner
+                                         : static_cast<Splice*>(handle->data);
   if (--self->open_handles_ == 0 && self->closing_) self->maybe_done();
 }
 

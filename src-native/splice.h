@@ -63,7 +63,9 @@ struct SpliceEnd {
   bool close_notify_sent = false;
   bool peer_eof_without_close_notify = false;
   uint64_t undelivered_in = 0;    // cleartext decrypted but not written to the fd
-  uint64_t unread_ciphertext = 0; // ciphertext received but not opened (a partial record)
+  // Ciphertext received but never opened: a partial record, or what the peer sent while a
+  // graceful stop waited for its FIN.
+  uint64_t unread_ciphertext = 0;
   uint64_t undelivered_out = 0;   // cleartext read from the fd but not fully sent to the peer
   uint64_t ignored_after_close = 0;  // bytes after the peer's close_notify (RFC 8446 6.1)
 };
@@ -147,6 +149,7 @@ class Splice : public std::enable_shared_from_this<Splice> {
 
   static void on_poll(uv_poll_t* handle, int status, int events);
   static void on_idle(uv_idle_t* handle);
+  static void on_linger_timeout(uv_timer_t* handle);
   static void on_handle_closed(uv_handle_t* handle);
 
   void pump();
@@ -156,6 +159,7 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool flush_stream_in(bool* progress);
   bool flush_packets_in(bool* progress);
   bool read_out(size_t* budget);
+  bool discard_in(size_t* budget);
   bool seal_stream(const uint8_t* data, size_t length);
   void finish_in();
   void update_watches(bool yield);
@@ -210,7 +214,13 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool closing_ = false;
   bool started_ = false;
   std::atomic<bool> closed_{false};
-  EndReason stop_reason_ = EndReason::kEnd;
+  // After a graceful stop: our close_notify is out and our write side shut, but closing the
+  // socket with the peer's bytes unread would make the kernel send a reset, which can destroy
+  // our last records and the close_notify in the peer's receive queue. So the splice reads and
+  // discards until the peer's FIN, for at most kLingerMs.
+  bool lingering_ = false;
+  uv_timer_t linger_timer_;
+  bool linger_timer_initialized_ = false;
 };
 
 }  // namespace tls_splice
