@@ -217,26 +217,24 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
-Napi::Value Pipe(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return throw_errno(env, errno, "pipe");
+Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall) {
+  if (rc != 0) return throw_errno(env, errno, syscall);
   Napi::Array result = Napi::Array::New(env, 2);
   result.Set(0u, Napi::Number::New(env, fds[0]));
   result.Set(1u, Napi::Number::New(env, fds[1]));
   return result;
 }
 
-Napi::Value SocketPair(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
   int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
-    return throw_errno(env, errno, "socketpair");
-  }
-  Napi::Array result = Napi::Array::New(env, 2);
-  result.Set(0u, Napi::Number::New(env, fds[0]));
-  result.Set(1u, Napi::Number::New(env, fds[1]));
-  return result;
+  const int rc = pipe2(fds, O_CLOEXEC);
+  return fd_pair(info.Env(), rc, fds, "pipe");
+}
+
+Napi::Value SocketPair(const Napi::CallbackInfo& info) {
+  int fds[2];
+  const int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
+  return fd_pair(info.Env(), rc, fds, "socketpair");
 }
 
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {

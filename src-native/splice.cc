@@ -260,12 +260,7 @@ void Splice::pump() {
   }
   if (closing_) return;
 
-  const RecordLayerStats& s = layer_.stats();
-  stats_.records_in.store(s.records_in, std::memory_order_relaxed);
-  stats_.records_out.store(s.records_out, std::memory_order_relaxed);
-  stats_.key_updates_in.store(s.key_updates_in, std::memory_order_relaxed);
-  stats_.key_updates_out.store(s.key_updates_out, std::memory_order_relaxed);
-  stats_.tickets_in.store(s.tickets_in, std::memory_order_relaxed);
+  publish_layer_stats();
 
   if (in_state_ == InState::kDone && out_state_ == OutState::kDone) {
     if (!stopping_ || tcp_eof_) return finish(stopping_ ? EndReason::kStopped : EndReason::kEnd);
@@ -285,6 +280,15 @@ void Splice::pump() {
     }
   }
   update_watches(budget == 0);
+}
+
+void Splice::publish_layer_stats() {
+  const RecordLayerStats& s = layer_.stats();
+  stats_.records_in.store(s.records_in, std::memory_order_relaxed);
+  stats_.records_out.store(s.records_out, std::memory_order_relaxed);
+  stats_.key_updates_in.store(s.key_updates_in, std::memory_order_relaxed);
+  stats_.key_updates_out.store(s.key_updates_out, std::memory_order_relaxed);
+  stats_.tickets_in.store(s.tickets_in, std::memory_order_relaxed);
 }
 
 void Splice::on_linger_timeout(uv_timer_t* handle) {
@@ -819,12 +823,7 @@ void Splice::finish(EndReason reason) {
   if (!lingering_) end_.unread_ciphertext += cipher_in_.size();
   end_.undelivered_out = batch_plaintext_ + (config_.initial_cleartext.size() -
                                              initial_cleartext_offset_);
-  const RecordLayerStats& s = layer_.stats();
-  stats_.records_in.store(s.records_in, std::memory_order_relaxed);
-  stats_.records_out.store(s.records_out, std::memory_order_relaxed);
-  stats_.key_updates_in.store(s.key_updates_in, std::memory_order_relaxed);
-  stats_.key_updates_out.store(s.key_updates_out, std::memory_order_relaxed);
-  stats_.tickets_in.store(s.tickets_in, std::memory_order_relaxed);
+  publish_layer_stats();
   release_handles();
 }
 

@@ -153,6 +153,8 @@ class Splice : public std::enable_shared_from_this<Splice> {
   static void on_handle_closed(uv_handle_t* handle);
 
   void pump();
+  // Copies the record layer's counters to the atomics the JS thread reads.
+  void publish_layer_stats();
   bool step_in(size_t* budget);
   bool step_out(size_t* budget);
   bool flush_in(bool* progress);

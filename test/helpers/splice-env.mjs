@@ -8,6 +8,7 @@
 //   socketPair() -> [fdForSplice, fdForTest]
 //   drain(stream) -> Promise<Buffer>    everything a readable stream delivers until it ends
 //   peerTlsOptions(suite)              { version, suite } for peers.mjs from a SUITES entry
+//   withTimeout(promise, ms, what)     (from scenarios.mjs)
 import net from 'node:net';
 import fs from 'node:fs';
 import { binding } from '../../dist/binding.js';
@@ -150,12 +151,4 @@ export function drain(stream) {
   });
 }
 
-export function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
+export { withTimeout } from './scenarios.mjs';
