@@ -634,6 +634,35 @@ describe('hostile peer: records after close_notify, truncation', () => {
         });
       });
 
+    // Records that come in a later TCP segment are ignored too. The splice stops reading the
+    // connection after close_notify, so they are not read at all, and ignoredAfterClose counts
+    // only what arrived with (or after, in the same read as) the close_notify: a lower bound.
+    test(`${version}: records arriving after close_notify in a later segment are ignored`,
+      { timeout: CASE_TIMEOUT }, async () => {
+        await withPair(`${version} late after close`, { version }, async (pair, { a0, b0, B }) => {
+          const { hostile, sink } = pair;
+          await hostile.send(hostile.alert(ALERT_LEVEL.warning, ALERT.close_notify));
+          await sink.waitForEnd();
+          const late = Buffer.concat([hostile.data(Buffer.alloc(5000, 9)),
+            hostile.tamper(hostile.data(Buffer.alloc(100, 1)), -1, 1)]);
+          await hostile.send(late);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          const b1 = B.next(3000);
+          await sink.write(b1);
+          sink.end();
+          const end = await pair.ended();
+          assert.equal(end.reason, 'end', end.error?.message);
+          assert.equal(end.error, undefined);
+          assert.ok(end.ignoredAfterClose <= late.length);
+          assert.equal(end.stats.bytesIn, a0.length);
+          assert.equal(sink.length, a0.length);
+          assert.equal(sink.hash(), sha256(a0));
+          await hostile.waitFor((p) => p.alerts.length > 0, 'our close_notify');
+          assert.equal(hostile.appHash(), sha256(b0, b1));
+          assert.deepEqual(hostile.alerts, [{ level: ALERT_LEVEL.warning, description: ALERT.close_notify, length: 2 }]);
+        });
+      });
+
     test(`${version}: a truncated record then EOF -> ERR_TLS_SPLICE_TRUNCATED_RECORD`, { timeout: CASE_TIMEOUT }, async () => {
       await withPair(`${version} truncated`, { version }, async (pair, { a0, A }) => {
         const { hostile } = pair;
