@@ -12,6 +12,7 @@ export interface SpliceStats {
   keyUpdatesOut: number;  // TLS 1.3 KeyUpdates sent (native engine only)
   ticketsIn: number;      // TLS 1.3 NewSessionTickets skipped (native engine only)
   packetsIn: number;      // packets written to the target (packet framing)
+  packetsDropped: number; // packets the target refused with EIO, e.g. a TUN device that is down
   packetsOut: number;     // packets read from the target and sent (packet framing)
   ciphertextIn: number;   // bytes read from TCP (native engine only)
   ciphertextOut: number;  // bytes written to TCP (native engine only)
@@ -52,7 +53,8 @@ export interface Engine {
 export function emptyStats(): SpliceStats {
   return {
     bytesIn: 0, bytesOut: 0, recordsIn: 0, recordsOut: 0, keyUpdatesIn: 0, keyUpdatesOut: 0,
-    ticketsIn: 0, packetsIn: 0, packetsOut: 0, ciphertextIn: 0, ciphertextOut: 0,
+    ticketsIn: 0, packetsIn: 0, packetsDropped: 0, packetsOut: 0, ciphertextIn: 0,
+    ciphertextOut: 0,
   };
 }
 

@@ -44,7 +44,8 @@ class FdWriter implements Sink {
   private drainListeners: (() => void)[] = [];
   private flushWaiters: (() => void)[] = [];
 
-  constructor(private readonly fd: number, private readonly onError: (err: Error) => void) {}
+  constructor(private readonly fd: number, private readonly onError: (err: Error) => void,
+    private readonly dropOnEio = false, private readonly onDrop: () => void = () => {}) {}
 
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
     this.queue.push({ chunk, done });
@@ -86,11 +87,18 @@ class FdWriter implements Sink {
     fs.write(this.fd, item.chunk, 0, item.chunk.length, null, (err, written) => {
       this.writing = false;
       if (this.destroyed) return;
-      if (err) {
+      // A TUN device that is down refuses a packet with EIO: drop it and carry on, as the native
+      // engine does (only with packet framing, where one write is one whole packet).
+      const dropped = err !== null && this.dropOnEio && err.code === 'EIO';
+      if (err && !dropped) {
         this.destroyed = true;
         item.done(err);
         this.onError(err);
         return;
+      }
+      if (dropped) {
+        this.onDrop();
+        written = item.chunk.length;
       }
       if (written < item.chunk.length) {
         item.chunk = item.chunk.subarray(written);
@@ -100,7 +108,7 @@ class FdWriter implements Sink {
       }
       this.queue.shift();
       this.queued -= item.chunk.length;
-      item.done();
+      if (!dropped) item.done();
       if (this.queued < WRITER_HIGH_WATER_MARK && this.drainListeners.length) {
         const listeners = this.drainListeners;
         this.drainListeners = [];
@@ -272,7 +280,8 @@ export class JsEngine implements Engine {
       this.ownedSockets.push(socket);
       return new SocketSink(socket);
     }
-    return new FdWriter(t.writeFd, (err) => this.fail(err));
+    return new FdWriter(t.writeFd, (err) => this.fail(err), this.options.framing.framing !== 'stream',
+      () => { this.counters.packetsDropped++; });
   }
 
   private makeSource(): NodeJS.ReadableStream & { destroy(): void } {

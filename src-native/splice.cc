@@ -476,6 +476,15 @@ bool Splice::flush_packets_in(bool* progress) {
     iov[first].iov_len -= skip;
     const size_t unit = (count == 2 ? kPacketInfoLength : 0) + cut.packet_length;
     const ssize_t n = retry_eintr_writev(config_.write_fd, iov + first, count - first);
+    if (n < 0 && errno == EIO && packet_written_ == 0) {
+      // A TUN device that is down refuses packets with EIO. A network drops a packet it cannot
+      // deliver and carries on; so does the tunnel, counting it, instead of ending over a link
+      // that was briefly down.
+      plain_in_.start += cut.prefix_length + cut.packet_length;
+      stats_.packets_dropped.fetch_add(1, std::memory_order_relaxed);
+      *progress = true;
+      continue;
+    }
     if (n < 0) {
       if (would_block(errno)) return false;
       fail_errno(errno, "write");

@@ -80,6 +80,7 @@ struct SpliceStats {
   std::atomic<uint64_t> key_updates_out{0};
   std::atomic<uint64_t> tickets_in{0};
   std::atomic<uint64_t> packets_in{0};      // packets written to the fd
+  std::atomic<uint64_t> packets_dropped{0}; // packets the fd refused with EIO (a TUN that is down)
   std::atomic<uint64_t> packets_out{0};     // packets read from the fd and sent
   std::atomic<uint64_t> ciphertext_in{0};   // bytes read from TCP
   std::atomic<uint64_t> ciphertext_out{0};  // bytes written to TCP

@@ -348,6 +348,7 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     set("keyUpdatesOut", s.key_updates_out);
     set("ticketsIn", s.tickets_in);
     set("packetsIn", s.packets_in);
+    set("packetsDropped", s.packets_dropped);
     set("packetsOut", s.packets_out);
     set("ciphertextIn", s.ciphertext_in);
     set("ciphertextOut", s.ciphertext_out);
