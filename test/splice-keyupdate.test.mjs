@@ -117,6 +117,9 @@ test('gnutls-cli sends KeyUpdate with update_requested (^rekey^)', { timeout: 60
     await user.write(back);
     await peer.waitForReceived(back.length, 15000);
     assert.equal(sha256(peer.received), sha256(back));
+    user.socket.end();
+    const end = await withTimeout(handle.closed, 15000, 'splice end');
+    assert.equal(end.error, undefined, end.error?.message);
   } finally {
     await peer.stop();
     await ours.close();
@@ -151,6 +154,9 @@ for (const kind of ['openssl', 'gnutls', 'node']) {
       await peer.sendAll(back);
       await user.waitFor(back.length);
       assert.equal(sha256(user.received), sha256(back));
+      user.socket.end();
+      const end = await withTimeout(handle.closed, 15000, 'splice end');
+      assert.equal(end.error, undefined, end.error?.message);
     } finally {
       await peer.stop();
       await ours.close();
