@@ -14,6 +14,7 @@
         "src-native/splice.cc",
         "src-native/io_thread.cc",
         "src-native/splice_binding.cc",
+        "src-native/fd_poller_binding.cc",
         "src-native/tun.cc",
         "src-native/binding.cc"
       ],

@@ -29,6 +29,12 @@ export interface OpenedRecord {
   plaintext: Buffer;
 }
 
+export interface FdPoller {
+  start(events: number): void;
+  stop(): void;
+  close(): void;
+}
+
 export interface NativeBinding {
   isNativeSuite(version: number, cipherSuite: number): boolean;
   cipherSuiteName(version: number, cipherSuite: number): string | undefined;
@@ -40,6 +46,11 @@ export interface NativeBinding {
   // dup() with close-on-exec; throws an Error with a libuv-style `code` on failure.
   dupFd(fd: number): number;
   closeFd(fd: number): void;
+  // Readiness of an fd on Node's loop (JS engine: character devices). Throws EPERM when epoll
+  // cannot watch the fd (a regular file, /dev/null). Events: 1 readable, 2 writable.
+  FdPoller: new (fd: number, callback: (status: number, events: number) => void) => FdPoller;
+  // Sets or clears O_NONBLOCK; returns whether it was set before.
+  setNonBlocking(fd: number, on: boolean): boolean;
   // Internal, for tests and benchmarks: [readFd, writeFd] / two connected Unix stream sockets.
   pipe(): [number, number];
   socketPair(): [number, number];

@@ -2,13 +2,15 @@
 // over the TLSSocket. Used when the native engine cannot take the session (a socket not created
 // through the tap, a CBC suite, a KeyUpdate already seen, ...) or when asked for.
 //
-// Sockets and pipes are driven through net.Socket on a dup() of the fd; character devices and
-// regular files through fs, one write() per chunk or packet (a TUN takes each write as a packet,
-// so packets are never coalesced into one writev).
+// Sockets and pipes are driven through net.Socket on a dup() of the fd. Character devices are
+// read through PolledFdReader (non-blocking, when epoll says readable; fd-io.ts) and written with
+// fs, one write() per chunk or packet (a TUN takes each write as a packet, so packets are never
+// coalesced into one writev). Regular files and /dev/null, which epoll refuses, use fs streams.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
-import { binding } from './binding';
+import { binding, FdPoller } from './binding';
+import { PolledFdReader, WRITABLE, pollError } from './fd-io';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
 import {
   FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
@@ -23,6 +25,8 @@ export interface JsEngineOptions {
 
 // Bytes queued on an fd writer before the TLS side is paused.
 const WRITER_HIGH_WATER_MARK = 256 * 1024;
+// Packets read from the fd and waiting for the TLSSocket before the fd is no longer read.
+const PACKET_QUEUE_LIMIT = 64;
 
 interface Sink {
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean;
@@ -43,6 +47,8 @@ class FdWriter implements Sink {
   private endCallback: ((err?: Error | null) => void) | null = null;
   private drainListeners: (() => void)[] = [];
   private flushWaiters: (() => void)[] = [];
+  // Created on the first EAGAIN: the fd is non-blocking when a PolledFdReader shares it.
+  private poller: FdPoller | null = null;
 
   constructor(private readonly fd: number, private readonly onError: (err: Error) => void,
     private readonly dropOnEio = false, private readonly onDrop: () => void = () => {}) {}
@@ -73,10 +79,33 @@ class FdWriter implements Sink {
 
   destroy(): void {
     this.destroyed = true;
+    this.poller?.close();
+    this.poller = null;
   }
 
   pending(): number {
     return this.queued;
+  }
+
+  // Retries the head of the queue once the fd is writable.
+  private waitWritable(): void {
+    try {
+      this.poller ??= new binding.FdPoller(this.fd, (status) => {
+        this.poller?.stop();
+        if (status < 0) return this.fail(pollError(status));
+        this.next();
+      });
+      this.poller.start(WRITABLE);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.queue[0]?.done(err);
+    this.onError(err);
   }
 
   private next(): void {
@@ -90,10 +119,12 @@ class FdWriter implements Sink {
       // A TUN device that is down refuses a packet with EIO: drop it and carry on, as the native
       // engine does (only with packet framing, where one write is one whole packet).
       const dropped = err !== null && this.dropOnEio && err.code === 'EIO';
+      if (err && (err.code === 'EAGAIN' || err.code === 'EWOULDBLOCK')) {
+        this.waitWritable();
+        return;
+      }
       if (err && !dropped) {
-        this.destroyed = true;
-        item.done(err);
-        this.onError(err);
+        this.fail(err);
         return;
       }
       if (dropped) {
@@ -172,6 +203,11 @@ export class JsEngine implements Engine {
   private stopping = false;
   private framingFailure: Error | null = null;
   private pendingPackets = Buffer.alloc(0);
+  private packetQueue: { unit: Buffer; length: number }[] = [];
+  private packetInFlight = false;
+  private packetQueueDrained: (() => void) | null = null;
+  private afterPackets: (() => void) | null = null;
+  private endingOut = false;
   private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
 
   constructor(
@@ -240,7 +276,7 @@ export class JsEngine implements Engine {
     if (!graceful) {
       this.close(endInfo('aborted', {
         undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
-        undeliveredOut: this.tlsSocket.writableLength,
+        undeliveredOut: this.unsentOut(),
       }));
       return;
     }
@@ -250,12 +286,12 @@ export class JsEngine implements Engine {
     this.tlsSocket.pause();
     this.tlsSocket.removeListener('data', this.onTlsData);
     if (this.source) this.source.pause();
-    const finishOut = () => {
+    const finishOut = () => this.whenPacketsWritten(() => {
       this.tlsSocket.end(() => {
         this.outDone = true;
         this.maybeClose();
       });
-    };
+    });
     if (this.sink && !this.inDone) {
       this.sink.end(() => {
         this.inDone = true;
@@ -297,6 +333,15 @@ export class JsEngine implements Engine {
     const framing = this.options.framing;
     const highWaterMark = framing.framing === 'stream'
       ? 64 * 1024 : framing.maxPacketSize + PACKET_INFO_LENGTH + 1;
+    if (t.readKind === 'character-device') {
+      try {
+        return new PolledFdReader(t.readFd, highWaterMark) as unknown as
+          NodeJS.ReadableStream & { destroy(): void };
+      } catch (err) {
+        // EPERM: epoll cannot watch it (/dev/null, /dev/zero): it never blocks, fs is fine.
+        if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+      }
+    }
     // A duplicate, like the sockets above: destroying an fs.ReadStream closes its fd whatever
     // autoClose says, and the user's fd must outlive the splice unless they asked otherwise.
     return fs.createReadStream('', { fd: binding.dupFd(t.readFd), autoClose: true, highWaterMark });
@@ -392,27 +437,65 @@ export class JsEngine implements Engine {
         unit.writeUInt16BE(packet.length, 0);
         packet.copy(unit, 2);
       }
-      ok = this.tlsSocket.write(unit, (err) => {
-        if (err) return;
-        this.counters.bytesOut += packet.length;
-        this.counters.packetsOut++;
-      });
+      this.packetQueue.push({ unit, length: packet.length });
+      this.writeNextPacket();
+      ok = this.packetQueue.length < PACKET_QUEUE_LIMIT;
     }
     if (!ok && this.source) {
       this.source.pause();
-      this.tlsSocket.once('drain', () => {
+      const resume = () => {
         if (!this.stopping) this.source?.resume();
-      });
+      };
+      if (framing.framing === 'stream') this.tlsSocket.once('drain', resume);
+      else this.packetQueueDrained = resume;
     }
   }
 
+  // One packet at a time to the TLSSocket: writes made while another is in flight are handed to
+  // TLS together (writev) and sealed into one record, and each packet must be a record of its own.
+  private writeNextPacket(): void {
+    if (this.packetInFlight || this.closed) return;
+    const next = this.packetQueue.shift();
+    if (!next) {
+      const then = this.afterPackets;
+      this.afterPackets = null;
+      then?.();
+      return;
+    }
+    this.packetInFlight = true;
+    this.tlsSocket.write(next.unit, (err) => {
+      this.packetInFlight = false;
+      if (err) return;
+      this.counters.bytesOut += next.length;
+      this.counters.packetsOut++;
+      if (this.packetQueue.length < PACKET_QUEUE_LIMIT / 2 && this.packetQueueDrained) {
+        const resume = this.packetQueueDrained;
+        this.packetQueueDrained = null;
+        resume();
+      }
+      this.writeNextPacket();
+    });
+  }
+
   private endOut(): void {
-    if (this.outDone || this.stopping) return;
-    // Sends close_notify and a FIN once everything written before has gone out.
-    this.tlsSocket.end(() => {
+    if (this.outDone || this.stopping || this.endingOut) return;
+    this.endingOut = true;
+    // Packets read before the fd's EOF go first; then close_notify and a FIN, once everything
+    // written before has gone out.
+    this.whenPacketsWritten(() => this.tlsSocket.end(() => {
       this.outDone = true;
       this.maybeClose();
-    });
+    }));
+  }
+
+  private whenPacketsWritten(then: () => void): void {
+    if (!this.packetInFlight && this.packetQueue.length === 0) then();
+    else this.afterPackets = then;
+  }
+
+  // Cleartext read from the fd that the TLSSocket has not sent yet.
+  private unsentOut(): number {
+    return this.tlsSocket.writableLength + this.packetQueue.reduce((n, p) => n + p.length, 0);
   }
 
   private maybeClose(): void {
@@ -439,7 +522,7 @@ export class JsEngine implements Engine {
     this.close(endInfo('error', {
       code, detail: err.message, cause: err,
       undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
-      undeliveredOut: this.tlsSocket.writableLength,
+      undeliveredOut: this.unsentOut(),
     }));
   }
 

@@ -14,6 +14,7 @@
 #include "cipher_suite.h"
 #include "key_schedule.h"
 #include "record_protection.h"
+#include "fd_poller_binding.h"
 #include "splice_binding.h"
 #include "tun.h"
 
@@ -267,6 +268,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));
   init_splice_binding(env, exports);
+  init_fd_poller_binding(env, exports);
   return exports;
 }
 

@@ -1,0 +1,98 @@
+// Reading a character device (a TUN) in the JS engine without blocking a libuv pool thread:
+// fs.read on such an fd waits in a pool thread until data comes, so a few spliced TUNs would
+// starve every fs call of the process, and a stopped splice would keep the process alive until
+// the next packet. PolledFdReader reads a non-blocking duplicate only when epoll says it is
+// readable, on the main thread.
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as util from 'node:util';
+import { binding, FdPoller } from './binding';
+
+const READABLE = 1;
+export const WRITABLE = 2;
+// Reads per readiness event before yielding to the rest of the loop.
+const MAX_READS_PER_EVENT = 64;
+
+export function pollError(status: number): NodeJS.ErrnoException {
+  const code = util.getSystemErrorName(status);
+  return Object.assign(new Error(`poll failed: ${code}`), { code, errno: status });
+}
+
+// Emits 'data' (one Buffer per read(): one packet on a TUN), 'end' and 'error', like a Readable
+// in flowing mode; starts paused. Throws EPERM when epoll cannot watch the fd (a regular file,
+// /dev/null): read those with fs streams, they never block for long.
+export class PolledFdReader extends EventEmitter {
+  readonly #fd: number;
+  readonly #poller: FdPoller;
+  readonly #scratch: Buffer;
+  readonly #restoreBlocking: boolean;
+  #paused = true;
+  #closed = false;
+
+  constructor(fd: number, chunkSize: number) {
+    super();
+    // A duplicate: the user's fd must outlive the splice. O_NONBLOCK is shared with the user's fd
+    // (one open file description), so it is put back as it was when the reader is destroyed.
+    const dup = binding.dupFd(fd);
+    let wasNonBlocking = true;
+    try {
+      wasNonBlocking = binding.setNonBlocking(dup, true);
+      this.#poller = new binding.FdPoller(dup, (status) => this.#onReady(status));
+    } catch (err) {
+      if (!wasNonBlocking) binding.setNonBlocking(dup, false);
+      fs.closeSync(dup);
+      throw err;
+    }
+    this.#fd = dup;
+    this.#restoreBlocking = !wasNonBlocking;
+    this.#scratch = Buffer.allocUnsafe(chunkSize);
+  }
+
+  resume(): this {
+    if (!this.#closed && this.#paused) {
+      this.#paused = false;
+      this.#poller.start(READABLE);
+    }
+    return this;
+  }
+
+  pause(): this {
+    if (!this.#closed && !this.#paused) {
+      this.#paused = true;
+      this.#poller.stop();
+    }
+    return this;
+  }
+
+  destroy(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#poller.close();
+    if (this.#restoreBlocking) binding.setNonBlocking(this.#fd, false);
+    fs.closeSync(this.#fd);
+  }
+
+  #onReady(status: number): void {
+    if (this.#closed) return;
+    if (status < 0) {
+      this.emit('error', pollError(status));
+      return;
+    }
+    for (let i = 0; i < MAX_READS_PER_EVENT && !this.#paused && !this.#closed; i++) {
+      let n: number;
+      try {
+        n = fs.readSync(this.#fd, this.#scratch, 0, this.#scratch.length, null);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK') this.emit('error', err);
+        return;
+      }
+      if (n === 0) {
+        this.pause();
+        this.emit('end');
+        return;
+      }
+      this.emit('data', Buffer.from(this.#scratch.subarray(0, n)));
+    }
+  }
+}
