@@ -73,7 +73,10 @@ export interface SpliceEnd {
   unreadCiphertext: number;
   /** Cleartext read from the target that had not reached the peer when the splice ended. */
   undeliveredOut: number;
-  /** Bytes the peer sent after its close_notify, ignored as RFC 8446 6.1 requires. */
+  /**
+   * Bytes already received behind the peer's close_notify when it was read: ignored, as RFC 8446
+   * 6.1 requires. Anything arriving later is not read at all, so not counted.
+   */
   ignoredAfterClose: number;
   stats: SpliceStats;
 }
@@ -216,7 +219,7 @@ export function endError(info: EngineEndInfo): SpliceError | undefined {
     message = HINTS[code] ?? 'The splice failed.';
   }
   if (info.detail) message += ` (${info.detail})`;
-  if (info.alertSent) message += ` A ${info.alertSent} alert was sent to the peer.`;
+  if (info.alertSent) message += ` Alert sent to the peer: ${info.alertSent}.`;
   const error = new SpliceError(code, message, info.cause ? { cause: info.cause } : undefined);
   const extra = error as SpliceError & Record<string, unknown>;
   if (info.errno !== undefined) extra.errno = info.errno;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -77,22 +78,42 @@ int set_nonblocking(int fd, int* out_original_flags) {
 
 }  // namespace
 
-void Splice::ByteBuffer::allocate(size_t n) {
-  data.reset(new uint8_t[n]);
-  capacity = n;
-  start = end = 0;
-}
-
 void Splice::ByteBuffer::compact() {
   if (start == 0) return;
-  if (start < end) std::memmove(data.get(), data.get() + start, end - start);
+  if (start < end) std::memmove(data, data + start, end - start);
   end -= start;
   start = 0;
 }
 
-void Splice::ByteBuffer::wipe_and_reset() {
-  if (data) wipe(data.get(), capacity);
-  start = end = 0;
+bool Splice::map_buffers(size_t cipher_in, size_t plain_in, size_t plain_out,
+                         size_t cipher_out) {
+  // Each buffer starts on a cache line.
+  auto round_up = [](size_t n) { return (n + 63) & ~size_t{63}; };
+  const size_t sizes[4] = {cipher_in, plain_in, plain_out, cipher_out};
+  ByteBuffer* buffers[4] = {&cipher_in_, &plain_in_, &plain_out_, &cipher_out_};
+  size_t total = 0;
+  for (size_t n : sizes) total += round_up(n);
+  void* arena = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (arena == MAP_FAILED) return false;
+  arena_ = static_cast<uint8_t*>(arena);
+  arena_size_ = total;
+  size_t offset = 0;
+  for (int i = 0; i < 4; i++) {
+    buffers[i]->data = arena_ + offset;
+    buffers[i]->capacity = sizes[i];
+    buffers[i]->start = buffers[i]->end = 0;
+    offset += round_up(sizes[i]);
+  }
+  return true;
+}
+
+void Splice::unmap_buffers() {
+  if (arena_ == nullptr) return;
+  // Cleartext and ciphertext only (the keys live in the record layer, wiped on their own): the
+  // kernel zeroes the pages before any other use, so they are not wiped first.
+  munmap(arena_, arena_size_);
+  arena_ = nullptr;
+  for (ByteBuffer* b : {&cipher_in_, &plain_in_, &plain_out_, &cipher_out_}) *b = ByteBuffer{};
 }
 
 Splice::Splice(SpliceConfig config, std::shared_ptr<SpliceObserver> observer)
@@ -107,10 +128,7 @@ Splice::~Splice() {
   if (config_.read_fd >= 0) close(config_.read_fd);
   if (config_.write_fd >= 0 && config_.write_fd != config_.read_fd) close(config_.write_fd);
   wipe(&config_.keys, sizeof(config_.keys));
-  cipher_in_.wipe_and_reset();
-  plain_in_.wipe_and_reset();
-  plain_out_.wipe_and_reset();
-  cipher_out_.wipe_and_reset();
+  unmap_buffers();
 }
 
 bool Splice::init(std::string* out_code) {
@@ -132,37 +150,37 @@ bool Splice::init(std::string* out_code) {
       framing.max_packet_size + kU16PrefixLength + packet_info_length(framing);
   write_is_read_ = config_.write_fd >= 0 && config_.write_fd == config_.read_fd;
 
-  cipher_in_.allocate(std::max(kCipherInCapacity,
-                               config_.initial_ciphertext.size() + kMaxRecordLength));
-  // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
-  if (!config_.initial_ciphertext.empty()) {
-    std::memcpy(cipher_in_.data.get(), config_.initial_ciphertext.data(),
-                config_.initial_ciphertext.size());
-  }
-  cipher_in_.end = config_.initial_ciphertext.size();
-
-  // Opened records land here even when they carry no data for the fd (tickets, alerts).
+  // Opened records land in plain_in_ even when they carry no data for the fd (tickets, alerts).
   const size_t plain_in_data = config_.deliver_in
                                    ? std::max(kStreamChunk, packets ? max_packet_unit : 0)
                                    : 0;
-  plain_in_.allocate(plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size());
+  const size_t mfl = layer_.max_fragment_length();
+  // Packets are read at an offset leaving room for a u16be prefix in front of them; one byte
+  // more than the largest packet shows a packet that was too large instead of truncating it.
+  const size_t plain_out_size =
+      config_.deliver_out ? (packets ? max_packet_unit + 1 : kStreamChunk) : 0;
+  const size_t out_chunk = packets ? kStreamChunk + max_packet_unit : kStreamChunk;
+  const size_t out_records = (out_chunk + mfl - 1) / mfl + 1;
+  const size_t cipher_out_size =
+      config_.deliver_out ? out_chunk + out_records * kMaxSealOverhead + kControlReserve
+                          : kControlReserve;
+  if (!map_buffers(std::max(kCipherInCapacity, config_.initial_ciphertext.size() + kMaxRecordLength),
+                   plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size(),
+                   plain_out_size, cipher_out_size)) {
+    *out_code = "ENOMEM";
+    return false;
+  }
+  // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
+  if (!config_.initial_ciphertext.empty()) {
+    std::memcpy(cipher_in_.data, config_.initial_ciphertext.data(),
+                config_.initial_ciphertext.size());
+  }
+  cipher_in_.end = config_.initial_ciphertext.size();
   if (!config_.initial_plaintext.empty()) {
-    std::memcpy(plain_in_.data.get(), config_.initial_plaintext.data(),
+    std::memcpy(plain_in_.data, config_.initial_plaintext.data(),
                 config_.initial_plaintext.size());
   }
   plain_in_.end = config_.initial_plaintext.size();
-
-  const size_t mfl = layer_.max_fragment_length();
-  if (config_.deliver_out) {
-    // Packets are read at an offset leaving room for a u16be prefix in front of them; one byte
-    // more than the largest packet shows a packet that was too large instead of truncating it.
-    plain_out_.allocate(packets ? max_packet_unit + 1 : kStreamChunk);
-    const size_t chunk = packets ? kStreamChunk + max_packet_unit : kStreamChunk;
-    const size_t records = (chunk + mfl - 1) / mfl + 1;
-    cipher_out_.allocate(chunk + records * kMaxSealOverhead + kControlReserve);
-  } else {
-    cipher_out_.allocate(kControlReserve);
-  }
 
   for (const std::vector<uint8_t>* v :
        {&config_.initial_ciphertext, &config_.initial_plaintext}) {
@@ -314,7 +332,7 @@ void Splice::on_linger_timeout(uv_timer_t* handle) {
 
 bool Splice::discard_in(size_t* budget) {
   if (tcp_eof_) return false;
-  const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.data.get(), cipher_in_.capacity);
+  const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.data, cipher_in_.capacity);
   if (n > 0) {
     end_.unread_ciphertext += static_cast<uint64_t>(n);
     stats_.ciphertext_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
@@ -392,7 +410,7 @@ bool Splice::step_in(size_t* budget) {
       tcp_eof_ = true;
       progress = true;
     } else if (!would_block(errno)) {
-      fail_errno(errno, "read");
+      fail_errno(errno, "read from the TLS connection");
       return true;
     }
   }
@@ -433,7 +451,7 @@ bool Splice::flush_in(bool* progress) {
     while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (would_block(errno)) return false;
-      fail_errno(errno, "write");
+      fail_fd_errno(errno, "write to the target");
       return false;
     }
     head_offset_ += static_cast<size_t>(n);
@@ -450,7 +468,7 @@ bool Splice::flush_stream_in(bool* progress) {
     while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (would_block(errno)) return false;
-      fail_errno(errno, "write");
+      fail_fd_errno(errno, "write to the target");
       return false;
     }
     plain_in_.start += static_cast<size_t>(n);
@@ -503,7 +521,7 @@ bool Splice::flush_packets_in(bool* progress) {
     }
     if (n < 0) {
       if (would_block(errno)) return false;
-      fail_errno(errno, "write");
+      fail_fd_errno(errno, "write to the target");
       return false;
     }
     *progress = true;
@@ -578,7 +596,7 @@ bool Splice::step_out(size_t* budget) {
         out_state_ = OutState::kDone;
         return true;
       }
-      fail_errno(err, "write");
+      fail_errno(err, "write to the TLS connection");
       return true;
     }
     cipher_out_.start += static_cast<size_t>(n);
@@ -669,9 +687,9 @@ bool Splice::read_out(size_t* budget) {
   }
 
   if (framing.framing == Framing::kStream) {
-    const ssize_t n = retry_eintr_read(config_.read_fd, plain_out_.data.get(), plain_out_.capacity);
+    const ssize_t n = retry_eintr_read(config_.read_fd, plain_out_.data, plain_out_.capacity);
     if (n > 0) {
-      if (!seal_stream(plain_out_.data.get(), static_cast<size_t>(n))) return true;
+      if (!seal_stream(plain_out_.data, static_cast<size_t>(n))) return true;
       batch_plaintext_ += static_cast<uint64_t>(n);
       *budget -= std::min(*budget, static_cast<size_t>(n));
       return true;
@@ -682,7 +700,7 @@ bool Splice::read_out(size_t* budget) {
       return true;
     }
     if (would_block(errno)) return false;
-    fail_errno(errno, "read");
+    fail_fd_errno(errno, "read from the target");
     return true;
   }
 
@@ -697,7 +715,7 @@ bool Splice::read_out(size_t* budget) {
                                                      kMaxSealOverhead + kControlReserve) {
       break;
     }
-    uint8_t* read_at = plain_out_.data.get() + kU16PrefixLength;
+    uint8_t* read_at = plain_out_.data + kU16PrefixLength;
     const size_t room = plain_out_.capacity - kU16PrefixLength;
     const ssize_t n = retry_eintr_read(config_.read_fd, read_at, room);
     if (n == 0) {
@@ -707,7 +725,7 @@ bool Splice::read_out(size_t* budget) {
     }
     if (n < 0) {
       if (would_block(errno)) return progress;
-      fail_errno(errno, "read");
+      fail_fd_errno(errno, "read from the target");
       return true;
     }
     progress = true;
@@ -820,10 +838,19 @@ void Splice::fail(const char* code, AlertDescription alert, const std::string& d
   finish(EndReason::kError);
 }
 
-void Splice::fail_errno(int err, const char* syscall) {
+void Splice::fail_errno(int err, const char* what) {
   if (closing_) return;
   end_.sys_errno = err;
-  fail(uv_err_name(-err), AlertDescription::kNone, syscall);
+  fail(uv_err_name(-err), AlertDescription::kNone, what);
+}
+
+void Splice::fail_fd_errno(int err, const char* what) {
+  if (closing_) return;
+  end_.sys_errno = err;
+  // The TLS connection is fine but the splice cannot go on: RFC 8446 6.2 internal_error ("an
+  // internal error unrelated to the peer ... makes it impossible to continue") tells the peer
+  // this is a failure, which a bare TCP close would not (it could be a truncation attack).
+  fail(uv_err_name(-err), AlertDescription::kInternalError, what);
 }
 
 void Splice::fail_record_layer() {
@@ -892,10 +919,7 @@ void Splice::maybe_done() {
   config_.tcp_fd = config_.read_fd = config_.write_fd = -1;
 
   layer_.wipe();
-  cipher_in_.wipe_and_reset();
-  plain_in_.wipe_and_reset();
-  plain_out_.wipe_and_reset();
-  cipher_out_.wipe_and_reset();
+  unmap_buffers();
 
   closed_.store(true, std::memory_order_release);
   // The last reference may go with self_: nothing may touch `this` after the observer call.

@@ -119,19 +119,26 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool closed() const { return closed_.load(std::memory_order_acquire); }
 
  private:
+  // A window on the splice's buffer arena; it owns nothing.
   struct ByteBuffer {
-    std::unique_ptr<uint8_t[]> data;
+    uint8_t* data = nullptr;
     size_t capacity = 0;
     size_t start = 0;
     size_t end = 0;
-    void allocate(size_t n);
     size_t size() const { return end - start; }
     size_t tail_room() const { return capacity - end; }
-    uint8_t* begin() { return data.get() + start; }
-    uint8_t* tail() { return data.get() + end; }
+    uint8_t* begin() { return data + start; }
+    uint8_t* tail() { return data + end; }
     void compact();
-    void wipe_and_reset();
   };
+
+  // The four buffers live in one anonymous mapping: pages never touched cost nothing, and all of
+  // it goes back to the kernel (which zeroes it) when the splice ends. As heap blocks they stayed
+  // resident after a peak of many splices.
+  bool map_buffers(size_t cipher_in, size_t plain_in, size_t plain_out, size_t cipher_out);
+  void unmap_buffers();
+  uint8_t* arena_ = nullptr;
+  size_t arena_size_ = 0;
 
   // A polled fd. Fds epoll cannot watch (regular files, /dev/null) are "always ready": the
   // pump is re-run from an idle handle while it wants them.
@@ -169,7 +176,10 @@ class Splice : public std::enable_shared_from_this<Splice> {
   void watch(Watch* w, int events, bool* want_idle);
 
   void fail(const char* code, AlertDescription alert, const std::string& detail = "");
-  void fail_errno(int err, const char* syscall);
+  // An I/O error on the TLS connection (no alert can be sent) or elsewhere in the splice.
+  void fail_errno(int err, const char* what);
+  // An I/O error on the user's fd: the peer gets a fatal internal_error alert.
+  void fail_fd_errno(int err, const char* what);
   void fail_record_layer();
   void finish(EndReason reason);
   void close_write_fd();

@@ -158,6 +158,12 @@ describe('fault: the sink closes mid-transfer', () => {
         // The splice wrote at least what head read (the rest died in the pipe buffer with head).
         assert.ok(end.stats.bytesIn >= limit, `bytesIn ${end.stats.bytesIn}`);
         assert.ok(end.stats.bytesIn + end.undeliveredIn <= a.sent);
+        // The peer learns that the splice failed, rather than seeing a bare close it could not
+        // tell from a truncation: a fatal internal_error (RFC 8446 6.2).
+        assert.equal(end.error.alertSent, 'internal_error');
+        const alert = await pair.hostile.waitForAlert();
+        assert.equal(alert.level, ALERT_LEVEL.fatal);
+        assert.equal(alert.description, ALERT.internal_error);
         await pair.hostile.waitForClose();
         assert.equal(pair.hostile.openError, null);
       } finally {
