@@ -226,15 +226,25 @@ Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall
   return result;
 }
 
+// pipe2() and SOCK_CLOEXEC are not everywhere (macOS): set close-on-exec afterwards there. Only
+// tests and benchmarks use these, so the window before FD_CLOEXEC is set does not matter.
+int set_cloexec_pair(int rc, const int fds[2]) {
+  if (rc == 0) {
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+  }
+  return rc;
+}
+
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
   int fds[2];
-  const int rc = pipe2(fds, O_CLOEXEC);
+  const int rc = set_cloexec_pair(pipe(fds), fds);
   return fd_pair(info.Env(), rc, fds, "pipe");
 }
 
 Napi::Value SocketPair(const Napi::CallbackInfo& info) {
   int fds[2];
-  const int rc = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
+  const int rc = set_cloexec_pair(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), fds);
   return fd_pair(info.Env(), rc, fds, "socketpair");
 }
 

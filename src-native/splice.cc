@@ -55,10 +55,27 @@ ssize_t retry_eintr_read(int fd, void* data, size_t length) {
   return n;
 }
 
+// A closed peer must be an EPIPE error, never a SIGPIPE for the process (Node ignores SIGPIPE,
+// but the core also runs without Node): MSG_NOSIGNAL per send on Linux, SO_NOSIGPIPE once per
+// socket where that is the way (macOS).
+#if defined(MSG_NOSIGNAL)
+constexpr int kSendFlags = MSG_NOSIGNAL;
+#else
+constexpr int kSendFlags = 0;
+#endif
+
+void no_sigpipe(int fd) {
+#if defined(SO_NOSIGPIPE)
+  const int on = 1;
+  setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &on, sizeof(on));
+#else
+  (void)fd;
+#endif
+}
+
 ssize_t retry_eintr_send(int fd, const void* data, size_t length) {
   ssize_t n;
-  // MSG_NOSIGNAL: a closed peer is an EPIPE error here, never a SIGPIPE for the process.
-  do n = send(fd, data, length, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
+  do n = send(fd, data, length, kSendFlags); while (n < 0 && errno == EINTR);
   return n;
 }
 
@@ -220,6 +237,7 @@ void Splice::start(uv_loop_t* loop) {
     const int err = set_nonblocking(setup.fd, setup.original_flags);
     if (err != 0) return fail_errno(err, "fcntl");
     if (setup.watch != &tcp_) grow_pipe(setup.fd);
+    else no_sigpipe(setup.fd);
     const int rc = uv_poll_init(loop_, &w.poll, setup.fd);
     if (rc == UV_EPERM) {
       // epoll refuses regular files and some devices (/dev/null): they never block, so the
