@@ -180,10 +180,11 @@ for (const graceful of [true, false]) {
     { timeout: 60000 }, async () => {
       const size = 64 * 1024 * 1024;
       const peer = await streamPeer({ sendBytes: size, seed: `stop-${graceful}` });
+      let user;
       try {
         const tlsSocket = await ourClient(peer.port);
         const [spliceFd, testFd] = socketPair();
-        const user = userSide(testFd);
+        user = userSide(testFd);
         const handle = spliceTo(tlsSocket, spliceFd, { engine: 'native' });
         await handle.start();
         const ours = new PrngStream(`stop-${graceful}/ours`).next(size);
@@ -196,22 +197,25 @@ for (const graceful of [true, false]) {
         await new Promise((r) => setTimeout(r, 100));
         assert.equal(user.length, end.stats.bytesIn);
         assert.equal(sha256(user.received), prngDigest(`stop-${graceful}`, user.length));
-        // fd -> TLS: the peer got exactly bytesOut bytes, a prefix of ours; a graceful stop
-        // leaves nothing behind that it had read.
+        // fd -> TLS: after a graceful stop the peer got exactly bytesOut bytes, a prefix of ours,
+        // and nothing the splice had read was left behind. An abort closes a socket that still
+        // has the peer's bytes unread, which makes the kernel send a reset, and a reset may
+        // discard our last segments at the peer: there it gets a prefix of at most bytesOut.
         const report = await peer.received(20000).catch(() => null);
         if (graceful) {
           assert.ok(report, 'a graceful stop ends with close_notify, so the peer reports');
           assert.equal(end.undeliveredOut, 0);
           assert.equal(end.undeliveredIn, 0);
+          assert.equal(report.bytes, end.stats.bytesOut);
         }
         if (report) {
-          assert.equal(report.bytes, end.stats.bytesOut);
+          assert.ok(report.bytes <= end.stats.bytesOut, `${report.bytes} > ${end.stats.bytesOut}`);
           assert.equal(report.digest, sha256(ours.subarray(0, report.bytes)));
         }
         // stop() again: the same result, nothing else happens.
         assert.equal(await handle.stop({ graceful: !graceful }), end);
-        user.socket.destroy();
       } finally {
+        user?.socket.destroy();
         peer.stop();
       }
     });
