@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "binding_errors.h"
 #include "cipher_suite.h"
 #include "key_schedule.h"
 #include "record_protection.h"
@@ -20,22 +21,6 @@
 
 namespace tls_splice {
 namespace {
-
-Napi::Value throw_error(Napi::Env env, const char* code, const std::string& message) {
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, code));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
-Napi::Value throw_errno(Napi::Env env, int err, const char* syscall) {
-  Napi::Error error = Napi::Error::New(env, std::string(syscall) + " failed: " + strerror(err));
-  error.Set("code", Napi::String::New(env, uv_err_name(-err)));
-  error.Set("errno", Napi::Number::New(env, -err));
-  error.Set("syscall", Napi::String::New(env, syscall));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 bool get_version(const Napi::Value& value, TlsVersion* out) {
   if (!value.IsNumber()) return false;
@@ -84,13 +69,13 @@ Napi::Value DeriveTls13Keys(const Napi::CallbackInfo& info) {
       get_suite(Napi::Number::New(env, static_cast<double>(TlsVersion::kTls13)), info[0]);
   const uint8_t* secret = nullptr;
   if (suite == nullptr || !get_bytes(info[1], hash_length(suite->hash), &secret)) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
                        "deriveTls13Keys(cipherSuite, secret): unknown suite or bad secret length");
   }
   uint8_t key[kMaxKeyLength];
   uint8_t iv[kAeadNonceLength];
   if (!derive_tls13_traffic_keys(*suite, secret, key, iv)) {
-    return throw_error(env, "ERR_TLS_SPLICE_INTERNAL", "HKDF-Expand-Label failed in OpenSSL");
+    return throw_coded(env, "ERR_TLS_SPLICE_INTERNAL", "HKDF-Expand-Label failed in OpenSSL");
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("key", copy_buffer(env, key, suite->key_length));
@@ -110,13 +95,13 @@ Napi::Value DeriveTls12KeyBlock(const Napi::CallbackInfo& info) {
   if (suite == nullptr || !get_bytes(info[1], kTls12MasterSecretLength, &master) ||
       !get_bytes(info[2], kRandomLength, &client_random) ||
       !get_bytes(info[3], kRandomLength, &server_random)) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
                        "deriveTls12KeyBlock(cipherSuite, masterSecret, clientRandom, "
                        "serverRandom): unknown suite or bad lengths");
   }
   Tls12KeyBlock block;
   if (!derive_tls12_key_block(*suite, master, client_random, server_random, &block)) {
-    return throw_error(env, "ERR_TLS_SPLICE_INTERNAL", "TLS 1.2 PRF failed in OpenSSL");
+    return throw_coded(env, "ERR_TLS_SPLICE_INTERNAL", "TLS 1.2 PRF failed in OpenSSL");
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("clientKey", copy_buffer(env, block.client_write_key, suite->key_length));
@@ -146,14 +131,14 @@ bool get_u64(const Napi::Value& value, uint64_t* out) {
 Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): params object");
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): params object");
   }
   Napi::Object params = info[0].As<Napi::Object>();
   const CipherSuite* suite = get_suite(params.Get("version"), params.Get("cipherSuite"));
   uint64_t seq = 0;
   Napi::Value record_value = params.Get("record");
   if (suite == nullptr || !get_u64(params.Get("seq"), &seq) || !record_value.IsBuffer()) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
                        "openRecord(params): bad version, cipherSuite, seq or record");
   }
   RecordProtection protection;
@@ -170,7 +155,7 @@ Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
          protection.init_tls12(*suite, key, iv, seq, false);
   }
   if (!ok) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG",
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
                        "openRecord(params): bad secret, key or iv for the suite");
   }
   Napi::Buffer<uint8_t> record = record_value.As<Napi::Buffer<uint8_t>>();
@@ -198,28 +183,28 @@ Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
 Napi::Value DupFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "dupFd(fd): fd must be a number");
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "dupFd(fd): fd must be a number");
   }
   const int fd = info[0].As<Napi::Number>().Int32Value();
   const int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) return throw_errno(env, errno, "dup");
+  if (copy < 0) return throw_uv(env, -errno, "dup");
   return Napi::Number::New(env, copy);
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "closeFd(fd): fd must be a number");
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "closeFd(fd): fd must be a number");
   }
   if (close(info[0].As<Napi::Number>().Int32Value()) != 0 && errno != EINTR) {
-    return throw_errno(env, errno, "close");
+    return throw_uv(env, -errno, "close");
   }
   return env.Undefined();
 }
 
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
 Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall) {
-  if (rc != 0) return throw_errno(env, errno, syscall);
+  if (rc != 0) return throw_uv(env, -errno, syscall);
   Napi::Array result = Napi::Array::New(env, 2);
   result.Set(0u, Napi::Number::New(env, fds[0]));
   result.Set(1u, Napi::Number::New(env, fds[1]));
@@ -251,14 +236,14 @@ Napi::Value SocketPair(const Napi::CallbackInfo& info) {
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber()) {
-    return throw_error(env, "ERR_TLS_SPLICE_INVALID_ARG", "openTun(name, packetInfo, mtu)");
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "openTun(name, packetInfo, mtu)");
   }
   TunDevice device;
   const char* step = "";
   const int err = open_tun(info[0].As<Napi::String>().Utf8Value(),
                            info[1].As<Napi::Boolean>().Value(),
                            info[2].As<Napi::Number>().Int32Value(), &device, &step);
-  if (err != 0) return throw_errno(env, err, step);
+  if (err != 0) return throw_uv(env, -err, step);
   Napi::Object result = Napi::Object::New(env);
   result.Set("fd", Napi::Number::New(env, device.fd));
   result.Set("name", Napi::String::New(env, device.name));

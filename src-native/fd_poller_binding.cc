@@ -10,6 +10,8 @@
 //   setNonBlocking(fd, on) -> whether O_NONBLOCK was set before
 #include "fd_poller_binding.h"
 
+#include "binding_errors.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <uv.h>
@@ -18,14 +20,6 @@
 
 namespace tls_splice {
 namespace {
-
-Napi::Value throw_uv(Napi::Env env, int rc, const char* what) {
-  Napi::Error error = Napi::Error::New(env, std::string(what) + " failed: " + uv_strerror(rc));
-  error.Set("code", Napi::String::New(env, uv_err_name(rc)));
-  error.Set("errno", Napi::Number::New(env, rc));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
 
 // Lives until libuv has let go of the handle, which may be after the JS object is collected.
 struct PollState {
@@ -67,9 +61,7 @@ class FdPoller : public Napi::ObjectWrap<FdPoller> {
   explicit FdPoller(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FdPoller>(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsNumber() || !info[1].IsFunction()) {
-      Napi::Error error = Napi::Error::New(env, "new FdPoller(fd, callback)");
-      error.Set("code", Napi::String::New(env, "ERR_TLS_SPLICE_INVALID_ARG"));
-      error.ThrowAsJavaScriptException();
+      throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "new FdPoller(fd, callback)");
       return;
     }
     uv_loop_t* loop = nullptr;
@@ -121,7 +113,7 @@ class FdPoller : public Napi::ObjectWrap<FdPoller> {
 Napi::Value SetNonBlocking(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber() || !info[1].IsBoolean()) {
-    return throw_uv(env, UV_EINVAL, "setNonBlocking(fd, on)");
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "setNonBlocking(fd, on)");
   }
   const int fd = info[0].As<Napi::Number>().Int32Value();
   const int flags = fcntl(fd, F_GETFL);

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 
+#include "binding_errors.h"
 #include "io_thread.h"
 #include "key_schedule.h"
 #include "splice.h"
@@ -185,15 +186,6 @@ class Params {
 
 int dup_fd(int fd) { return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0); }
 
-Napi::Value throw_coded(Napi::Env env, const std::string& code, const std::string& message,
-                        int err = 0) {
-  Napi::Error error = Napi::Error::New(env, message);
-  error.Set("code", Napi::String::New(env, code));
-  if (err) error.Set("errno", Napi::Number::New(env, -err));
-  error.ThrowAsJavaScriptException();
-  return env.Undefined();
-}
-
 class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
  public:
   static Napi::Function define(Napi::Env env) {
@@ -294,8 +286,7 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     wipe(&keys, sizeof(keys));
     if (dup_failed) {
       tsfn.Release();
-      throw_coded(env, uv_err_name(-dup_errno), std::string("dup failed: ") + strerror(dup_errno),
-                  dup_errno);
+      throw_uv(env, -dup_errno, "dup");
       splice_.reset();
       return;
     }
@@ -317,8 +308,7 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     int error = 0;
     thread_ = pool_->start_splice(splice_, &error);
     if (thread_ == nullptr) {
-      return throw_coded(env, uv_err_name(error), "no native I/O thread could take the splice",
-                         -error);
+      return throw_uv(env, error, "starting a native I/O thread");
     }
     return env.Undefined();
   }

@@ -22,6 +22,7 @@ import { binding } from '../dist/binding.js';
 import { PrngStream, prngBytes, sha256 } from './helpers/data.mjs';
 import { ALERT, ALERT_LEVEL, openPair } from './helpers/hostile-peer.mjs';
 import { assertFdsBack, assertRssBounded, fdCount, gc, snapshot } from './helpers/resources.mjs';
+import { withTimeout } from './helpers/scenarios.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHILD = path.join(here, 'helpers', 'fault-child.mjs');
@@ -31,15 +32,6 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let baseline;
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
 
 // Writes a seeded stream in chunks until stopped, `total` is reached, or a write fails. `sent`
 // counts bytes handed to the socket (an upper bound for anything downstream). stop() does not

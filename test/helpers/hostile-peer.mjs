@@ -64,6 +64,7 @@ import { fileURLToPath } from 'node:url';
 
 import { captureSession, connect, createServer, releaseSpentSocket, spliceTo } from '../../dist/index.js';
 import { Keylog, oracleCiphers } from './captured.mjs';
+import { onceEvent, withTimeout } from './scenarios.mjs';
 import { RecordCipher, TLS13, nextTrafficSecret, splitRecords } from './tls-oracle.mjs';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
@@ -95,30 +96,6 @@ export const MAX_CIPHERTEXT = { 'TLSv1.3': 16384 + 256, 'TLSv1.2': 16384 + 2048 
 
 const MAX_FRAGMENT = 16384;
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise.finally(() => clearTimeout(timer)),
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
-
-function once(emitter, event, what, ms) {
-  return withTimeout(new Promise((resolve, reject) => {
-    const onEvent = (...args) => {
-      emitter.removeListener('error', onError);
-      resolve(args);
-    };
-    const onError = (err) => {
-      emitter.removeListener(event, onEvent);
-      reject(err);
-    };
-    emitter.once(event, onEvent);
-    emitter.once('error', onError);
-  }), ms, what);
-}
 
 // A list of chunks with a length, a lazy concat and waiters.
 class Received {
@@ -389,11 +366,11 @@ export class Sink {
       server.listen(0, '127.0.0.1', resolve);
     });
     try {
-      const accepted = once(server, 'connection', 'sink accept', 5000);
+      const accepted = onceEvent(server, 'connection', 5000, 'sink accept');
       const near = net.connect({ port: server.address().port, host: '127.0.0.1', allowHalfOpen: true });
       near.on('error', () => {});
       const [far] = await accepted;
-      await (near.connecting ? once(near, 'connect', 'sink connect', 5000) : Promise.resolve());
+      await (near.connecting ? onceEvent(near, 'connect', 5000, 'sink connect') : Promise.resolve());
       return new Sink(near, far);
     } finally {
       server.close();
@@ -514,12 +491,12 @@ class Pair {
     server.on('keylog', serverKeylog.add);
     server.on('tlsClientError', () => {});
     await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const secured = once(server, 'secureConnection', "the server's 'secureConnection'", 5000);
+    const secured = onceEvent(server, 'secureConnection', 5000, "the server's 'secureConnection'");
     const client = connect({ host: '127.0.0.1', port: server.address().port, servername: 'localhost',
       ca: read('ca.pem'), ...tlsOptions(this.version, this.suite) });
     this.#sockets.push(client);
     client.on('keylog', clientKeylog.add);
-    const [[serverSocket]] = await Promise.all([secured, once(client, 'secureConnect', "'secureConnect'", 5000)]);
+    const [[serverSocket]] = await Promise.all([secured, onceEvent(client, 'secureConnect', 5000, "'secureConnect'")]);
     this.#sockets.push(serverSocket);
     server.close();
 

@@ -36,7 +36,7 @@ export function withTimeout(promise, ms, what) {
   ]);
 }
 
-export function onceEvent(emitter, event, ms = 5000) {
+export function onceEvent(emitter, event, ms = 5000, what = `'${event}'`) {
   return withTimeout(new Promise((resolve, reject) => {
     const onEvent = (...args) => {
       emitter.removeListener('error', onError);
@@ -48,7 +48,7 @@ export function onceEvent(emitter, event, ms = 5000) {
     };
     emitter.once(event, onEvent);
     if (event !== 'error') emitter.once('error', onError);
-  }), ms, `'${event}'`);
+  }), ms, what);
 }
 
 export function collectData(socket) {
