@@ -312,6 +312,8 @@ export class SpliceHandle extends EventEmitter {
       this.finish(endInfo('error', { code: error.code }), emptyStats(), error);
       throw error;
     }
+    // An engine that already ended (its 'close' came first) leaves the handle closed.
+    if (this.state !== 'starting') return;
     this.state = 'running';
     const stop = this.pendingStop;
     if (stop !== null) void this.stop(stop);
