@@ -160,7 +160,6 @@ ReadResult RecordLayer::read_record(const uint8_t* in, size_t length, uint8_t* o
       empty_records_in_a_row_ = 0;
       key_updates_in_a_row_ = 0;
       warning_alerts_in_a_row_ = 0;
-      renegotiations_in_a_row_ = 0;
       return ReadResult{ReadOutcome::kApplicationData, consumed, record.plaintext_length};
     case ContentType::kAlert:
       return on_alert(out, record.plaintext_length, consumed);
@@ -273,7 +272,10 @@ ReadResult RecordLayer::on_handshake(const uint8_t* body, size_t length, size_t 
     if (type == HandshakeType::kHelloRequest && message.body_length != 0) {
       return fail(RecordError::kDecodeError, AlertDescription::kDecodeError);
     }
-    // Counted in a row: a long-lived session whose server asks now and then is fine.
+    // Counted in a row, between data we send: each refusal is a warning alert to the peer, and a
+    // peer counts warnings until it gets data from us (OpenSSL refuses a fifth): rather than
+    // send one warning too many, the fifth request ends the splice. A session whose server asks
+    // now and then while data flows is fine.
     stats_.renegotiations_refused++;
     if (++renegotiations_in_a_row_ > kMaxRenegotiationRefusals) {
       return fail(RecordError::kRenegotiation, AlertDescription::kUnexpectedMessage);
@@ -354,8 +356,10 @@ size_t RecordLayer::seal_application_data(const uint8_t* plaintext, size_t lengt
   }
   const size_t n = write_.seal(ContentType::kApplicationData, plaintext, length, out + written);
   // A peer that only receives may legitimately ask for KeyUpdates as our data flows: the flood
-  // rule is about KeyUpdates with no data either way.
+  // rule is about KeyUpdates with no data either way. Renegotiation refusals (warnings to the
+  // peer) count until our next data, as the peer counts them.
   key_updates_in_a_row_ = 0;
+  renegotiations_in_a_row_ = 0;
   if (n == 0) {
     error_ = write_.seq() == UINT64_MAX ? RecordError::kSequenceExhausted
                                         : RecordError::kInternalError;

@@ -155,7 +155,7 @@ class RecordLayer {
   uint32_t empty_records_in_a_row_ = 0;
   uint32_t key_updates_in_a_row_ = 0;
   uint32_t warning_alerts_in_a_row_ = 0;
-  uint32_t renegotiations_in_a_row_ = 0;
+  uint32_t renegotiations_in_a_row_ = 0;  // since the last data we sealed
   bool pending_key_update_ = false;
   bool pending_no_renegotiation_ = false;
   RecordError error_ = RecordError::kNone;

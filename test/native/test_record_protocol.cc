@@ -514,6 +514,33 @@ void test_renegotiation() {
                    AlertDescription::kUnexpectedMessage, "5 HelloRequests");
     }
     {
+      // The count runs until data WE send, as the peer counts our warnings until it gets data
+      // from us: the peer's own data between its requests does not reset it (else a fifth
+      // no_renegotiation warning would be a warning flood to the peer; found by fuzzing).
+      test::Session s(k12, suite);
+      Bytes in;
+      for (int i = 0; i < 5; i++) {
+        for (const Bytes& r : {s.seal_handshake(Bytes{0, 0, 0, 0}), s.seal_data({7})}) {
+          in.insert(in.end(), r.begin(), r.end());
+        }
+      }
+      expect_error(s, test::feed(s.client, in), RecordError::kRenegotiation,
+                   AlertDescription::kUnexpectedMessage, "5 HelloRequests between peer data");
+    }
+    {
+      // Our data between requests resets it: a session whose server asks now and then lives on.
+      test::Session s(k12, suite);
+      for (int i = 0; i < 10; i++) {
+        const test::FeedResult fr = test::feed(s.client, s.seal_handshake(Bytes{0, 0, 0, 0}));
+        CHECK(fr.last == ReadOutcome::kControl);
+        const Bytes out = seal_data(s.client, Bytes{static_cast<uint8_t>(i)});
+        const test::FeedResult srv = test::feed(s.server, out);
+        CHECK(srv.data == Bytes({static_cast<uint8_t>(i)}));
+      }
+      CHECK(s.client.error() == RecordError::kNone);
+      CHECK_U64(s.client.stats().renegotiations_refused, 10);
+    }
+    {
       test::Session s(k12, suite);
       expect_error(s, test::feed(s.client, s.seal_handshake(Bytes{0, 0, 0, 1, 0})),
                    RecordError::kDecodeError, AlertDescription::kDecodeError,
