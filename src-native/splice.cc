@@ -16,10 +16,8 @@
 namespace tls_splice {
 namespace {
 
-// Cleartext moved per read: four full records, one TCP-friendly write.
-constexpr size_t kStreamChunk = 64 * 1024;
-// Room for one TCP read of kStreamChunk on top of a partial record left from the last one.
-constexpr size_t kCipherInCapacity = kStreamChunk + kMaxRecordLength;
+// Room for one TCP read of a chunk on top of a partial record left from the last one.
+constexpr size_t kCipherInExtra = kMaxRecordLength;
 // Bytes one splice may move per wakeup before yielding to the others on its loop.
 constexpr size_t kMaxBytesPerWakeup = 1024 * 1024;
 // Packets read from a packet fd per batch before the batch is written to TCP.
@@ -169,24 +167,36 @@ bool Splice::init(std::string* out_code) {
 
   // Opened records land in plain_in_ even when they carry no data for the fd (tickets, alerts).
   const size_t plain_in_data = config_.deliver_in
-                                   ? std::max(kStreamChunk, packets ? max_packet_unit : 0)
+                                   ? std::max(kMaxStreamChunk, packets ? max_packet_unit : 0)
                                    : 0;
   const size_t mfl = layer_.max_fragment_length();
   // Packets are read at an offset leaving room for a u16be prefix in front of them; one byte
   // more than the largest packet shows a packet that was too large instead of truncating it.
   const size_t plain_out_size =
-      config_.deliver_out ? (packets ? max_packet_unit + 1 : kStreamChunk) : 0;
-  const size_t out_chunk = packets ? kStreamChunk + max_packet_unit : kStreamChunk;
+      config_.deliver_out ? (packets ? max_packet_unit + 1 : kMaxStreamChunk) : 0;
+  const size_t out_chunk = packets ? kMaxStreamChunk + max_packet_unit : kMaxStreamChunk;
   const size_t out_records = (out_chunk + mfl - 1) / mfl + 1;
   const size_t cipher_out_size =
       config_.deliver_out ? out_chunk + out_records * kMaxSealOverhead + kControlReserve
                           : kControlReserve;
-  if (!map_buffers(std::max(kCipherInCapacity, config_.initial_ciphertext.size() + kMaxRecordLength),
-                   plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size(),
-                   plain_out_size, cipher_out_size)) {
+  const size_t cipher_in_size = std::max(kMaxStreamChunk + kCipherInExtra,
+                                         config_.initial_ciphertext.size() + kMaxRecordLength);
+  const size_t plain_in_size =
+      plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size();
+  if (!map_buffers(cipher_in_size, plain_in_size, plain_out_size, cipher_out_size)) {
     *out_code = "ENOMEM";
     return false;
   }
+  // Mapped for the largest chunk, used (and so backed by memory) for the first one until the
+  // transfer shows it wants more: see grow_in_chunk().
+  cipher_in_.capacity = std::max(kMinStreamChunk + kCipherInExtra,
+                                 config_.initial_ciphertext.size() + kMaxRecordLength);
+  if (config_.deliver_in) {
+    plain_in_base_ = kMaxOpenedLength + config_.initial_plaintext.size();
+    plain_in_floor_ = packets ? max_packet_unit : 0;
+    plain_in_.capacity = plain_in_base_ + std::max(kMinStreamChunk, plain_in_floor_);
+  }
+  if (config_.deliver_out && !packets) plain_out_.capacity = kMinStreamChunk;
   // An empty vector's data() may be null, and memcpy from null is undefined even for 0 bytes.
   if (!config_.initial_ciphertext.empty()) {
     std::memcpy(cipher_in_.data, config_.initial_ciphertext.data(),
@@ -402,7 +412,7 @@ bool Splice::step_in(size_t* budget) {
         return true;
       }
       plain_in_.end += r.plaintext_length;
-      if (plain_in_.size() >= kStreamChunk) break;  // write before opening more
+      if (plain_in_.size() >= in_chunk_) break;  // write before opening more
     } else if (r.outcome == ReadOutcome::kCloseNotify) {
       end_.close_notify_received = true;
       // RFC 8446 6.1: "Any data received after a closure alert has been received MUST be
@@ -417,8 +427,10 @@ bool Splice::step_in(size_t* budget) {
 
   if (in_state_ == InState::kOpen && !tcp_eof_ && !stopping_ && cipher_in_needs_more_) {
     if (cipher_in_.tail_room() < kMaxRecordLength) cipher_in_.compact();
-    const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.tail(), cipher_in_.tail_room());
+    const size_t want = cipher_in_.tail_room();
+    const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.tail(), want);
     if (n > 0) {
+      if (static_cast<size_t>(n) == want) grow_in_chunk();
       cipher_in_.end += static_cast<size_t>(n);
       stats_.ciphertext_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
       *budget -= std::min(*budget, static_cast<size_t>(n));
@@ -559,6 +571,21 @@ bool Splice::flush_packets_in(bool* progress) {
   return true;
 }
 
+void Splice::grow_in_chunk() {
+  if (in_chunk_ >= kMaxStreamChunk) return;
+  in_chunk_ = std::min(in_chunk_ * 2, kMaxStreamChunk);
+  cipher_in_.capacity = std::max(cipher_in_.capacity, in_chunk_ + kCipherInExtra);
+  if (config_.deliver_in) {
+    plain_in_.capacity = plain_in_base_ + std::max(in_chunk_, plain_in_floor_);
+  }
+}
+
+void Splice::grow_out_chunk() {
+  if (out_chunk_ >= kMaxStreamChunk) return;
+  out_chunk_ = std::min(out_chunk_ * 2, kMaxStreamChunk);
+  plain_out_.capacity = out_chunk_;
+}
+
 void Splice::finish_in() {
   in_state_ = InState::kDone;
   if (stopping_) return;
@@ -695,7 +722,7 @@ bool Splice::read_out(size_t* budget) {
   const FramingConfig& framing = config_.framing;
   // Bytes the target's net.Socket had already read go first.
   if (initial_cleartext_offset_ < config_.initial_cleartext.size()) {
-    const size_t take = std::min(kStreamChunk,
+    const size_t take = std::min(kMaxStreamChunk,
                                  config_.initial_cleartext.size() - initial_cleartext_offset_);
     if (!seal_stream(config_.initial_cleartext.data() + initial_cleartext_offset_, take))
       return true;
@@ -707,6 +734,7 @@ bool Splice::read_out(size_t* budget) {
   if (framing.framing == Framing::kStream) {
     const ssize_t n = retry_eintr_read(config_.read_fd, plain_out_.data, plain_out_.capacity);
     if (n > 0) {
+      if (static_cast<size_t>(n) == plain_out_.capacity) grow_out_chunk();
       if (!seal_stream(plain_out_.data, static_cast<size_t>(n))) return true;
       batch_plaintext_ += static_cast<uint64_t>(n);
       *budget -= std::min(*budget, static_cast<size_t>(n));
