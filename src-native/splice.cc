@@ -165,21 +165,24 @@ bool Splice::init(std::string* out_code) {
       framing.max_packet_size + kU16PrefixLength + packet_info_length(framing);
   write_is_read_ = config_.write_fd >= 0 && config_.write_fd == config_.read_fd;
 
+  // A packet is one write to the fd whatever the chunk, so packet splices keep the small one:
+  // larger batches save nothing there and cost memory and cache.
+  max_chunk_ = packets ? kMinStreamChunk : kMaxStreamChunk;
   // Opened records land in plain_in_ even when they carry no data for the fd (tickets, alerts).
   const size_t plain_in_data = config_.deliver_in
-                                   ? std::max(kMaxStreamChunk, packets ? max_packet_unit : 0)
+                                   ? std::max(max_chunk_, packets ? max_packet_unit : 0)
                                    : 0;
   const size_t mfl = layer_.max_fragment_length();
   // Packets are read at an offset leaving room for a u16be prefix in front of them; one byte
   // more than the largest packet shows a packet that was too large instead of truncating it.
   const size_t plain_out_size =
-      config_.deliver_out ? (packets ? max_packet_unit + 1 : kMaxStreamChunk) : 0;
-  const size_t out_chunk = packets ? kMaxStreamChunk + max_packet_unit : kMaxStreamChunk;
+      config_.deliver_out ? (packets ? max_packet_unit + 1 : max_chunk_) : 0;
+  const size_t out_chunk = packets ? max_chunk_ + max_packet_unit : max_chunk_;
   const size_t out_records = (out_chunk + mfl - 1) / mfl + 1;
   const size_t cipher_out_size =
       config_.deliver_out ? out_chunk + out_records * kMaxSealOverhead + kControlReserve
                           : kControlReserve;
-  const size_t cipher_in_size = std::max(kMaxStreamChunk + kCipherInExtra,
+  const size_t cipher_in_size = std::max(max_chunk_ + kCipherInExtra,
                                          config_.initial_ciphertext.size() + kMaxRecordLength);
   const size_t plain_in_size =
       plain_in_data + kMaxOpenedLength + config_.initial_plaintext.size();
@@ -572,8 +575,8 @@ bool Splice::flush_packets_in(bool* progress) {
 }
 
 void Splice::grow_in_chunk() {
-  if (in_chunk_ >= kMaxStreamChunk) return;
-  in_chunk_ = std::min(in_chunk_ * 2, kMaxStreamChunk);
+  if (in_chunk_ == max_chunk_) return;
+  in_chunk_ = max_chunk_;
   cipher_in_.capacity = std::max(cipher_in_.capacity, in_chunk_ + kCipherInExtra);
   if (config_.deliver_in) {
     plain_in_.capacity = plain_in_base_ + std::max(in_chunk_, plain_in_floor_);
@@ -581,8 +584,8 @@ void Splice::grow_in_chunk() {
 }
 
 void Splice::grow_out_chunk() {
-  if (out_chunk_ >= kMaxStreamChunk) return;
-  out_chunk_ = std::min(out_chunk_ * 2, kMaxStreamChunk);
+  if (out_chunk_ == max_chunk_) return;
+  out_chunk_ = max_chunk_;
   plain_out_.capacity = out_chunk_;
 }
 
@@ -722,7 +725,7 @@ bool Splice::read_out(size_t* budget) {
   const FramingConfig& framing = config_.framing;
   // Bytes the target's net.Socket had already read go first.
   if (initial_cleartext_offset_ < config_.initial_cleartext.size()) {
-    const size_t take = std::min(kMaxStreamChunk,
+    const size_t take = std::min(max_chunk_,
                                  config_.initial_cleartext.size() - initial_cleartext_offset_);
     if (!seal_stream(config_.initial_cleartext.data() + initial_cleartext_offset_, take))
       return true;

@@ -7,9 +7,10 @@
 //
 // Backpressure: each direction has bounded buffers. When its sink would block, the pump stops
 // reading its source and polls the sink for writability instead, so memory does not grow with
-// the transfer or with a slow sink. A direction moves kMinStreamChunk per read at first and
-// doubles that, up to kMaxStreamChunk, each time a read fills all it asked for: a bulk transfer
-// makes a quarter of the syscalls and wakeups, an interactive one never touches the extra pages.
+// the transfer or with a slow sink. A stream direction moves kMinStreamChunk per read until a
+// read fills all it asked for, then kMaxStreamChunk: a bulk transfer makes a quarter of the
+// syscalls and wakeups, an interactive one never touches the extra pages. Packet framing keeps
+// kMinStreamChunk.
 //
 // Threading: construct and init() on any thread; after start(), every other call runs on the
 // loop's thread (the binding posts them there). The observer is called on the loop's thread.
@@ -172,7 +173,7 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool step_in(size_t* budget);
   bool step_out(size_t* budget);
   bool flush_in(bool* progress);
-  // A read filled all it asked for: move more per read next time (up to kMaxStreamChunk).
+  // A read filled all it asked for: move max_chunk_ per read from now on.
   void grow_in_chunk();
   void grow_out_chunk();
   bool flush_stream_in(bool* progress);
@@ -226,8 +227,9 @@ class Splice : public std::enable_shared_from_this<Splice> {
   size_t packet_written_ = 0;  // bytes of the current packet (with packet info) already written
   uint64_t batch_plaintext_ = 0;  // cleartext inside cipher_out_, counted once it is all sent
   uint64_t batch_packets_ = 0;
-  // Bytes per read in each direction, kMinStreamChunk to kMaxStreamChunk (see the top). The
-  // buffers are mapped for the largest; their capacity is the window in use.
+  // Bytes per read in each direction, kMinStreamChunk or max_chunk_ (see the top). The buffers
+  // are mapped for max_chunk_; their capacity is the window in use.
+  size_t max_chunk_ = kMaxStreamChunk;
   size_t in_chunk_ = kMinStreamChunk;
   size_t out_chunk_ = kMinStreamChunk;
   // plain_in_'s capacity: plain_in_base_ + max(in_chunk_, plain_in_floor_) (the largest packet).
