@@ -63,7 +63,7 @@ void slow_sink(harness::TlsParams p) {
   // chunk + one record of cleartext. Nothing else may pile up.
   CHECK(max_inside <= 2 * (kMaxStreamChunk + kMaxRecordLength));
   CHECK(max_inside > kMinStreamChunk);  // the slow reader did make the splice hold data
-  // TCP kept filling every read, so the window grew past its first size.
+  // A TCP read filled all it asked for, so the window grew past its first size.
   CHECK(max_inside > 2 * (kMinStreamChunk + kMaxRecordLength));
   CHECK(rss_max - rss_before < 16 * kMiB);
   if (max_inside > 2 * (kMaxStreamChunk + kMaxRecordLength)) {
