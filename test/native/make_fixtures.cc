@@ -36,17 +36,6 @@ void write_file(const std::string& path, const Bytes& b) {
   }
 }
 
-const char* outcome_name(ReadOutcome o) {
-  switch (o) {
-    case ReadOutcome::kNeedMore: return "need_more";
-    case ReadOutcome::kApplicationData: return "data";
-    case ReadOutcome::kControl: return "control";
-    case ReadOutcome::kCloseNotify: return "close_notify";
-    case ReadOutcome::kError: return "error";
-  }
-  return "?";
-}
-
 std::vector<Fixture> build() {
   std::vector<Fixture> out;
   for (const uint16_t suite : {0x1301, 0x1303, 0xC02F, 0xCCA8}) {
@@ -227,7 +216,7 @@ int main(int argc, char** argv) {
     char suite_hex[8];
     std::snprintf(suite_hex, sizeof(suite_hex), "%04x", f.suite);
     const char* code = record_error_code(s.client.error());
-    manifest << f.name << ".bin " << suite_hex << " " << outcome_name(final_outcome) << " "
+    manifest << f.name << ".bin " << suite_hex << " " << test::outcome_name(final_outcome) << " "
              << (*code ? code : "-") << " "
              << (s.client.alert_to_send() == AlertDescription::kNone
                      ? "-"

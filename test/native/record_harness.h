@@ -24,6 +24,19 @@ struct FeedResult {
 
 // Feeds `input` to `layer` as the pump would, `chunk` bytes at a time (0 = all at once), until
 // the input is used up, an error, or close_notify.
+// The outcome's name in the fixture manifest: make_fixtures writes it, test_fixtures reads it.
+inline const char* outcome_name(tls_splice::ReadOutcome o) {
+  using tls_splice::ReadOutcome;
+  switch (o) {
+    case ReadOutcome::kNeedMore: return "need_more";
+    case ReadOutcome::kApplicationData: return "data";
+    case ReadOutcome::kControl: return "control";
+    case ReadOutcome::kCloseNotify: return "close_notify";
+    case ReadOutcome::kError: return "error";
+  }
+  return "?";
+}
+
 inline FeedResult feed(tls_splice::RecordLayer& layer, const Bytes& input, size_t chunk = 0) {
   using namespace tls_splice;
   FeedResult fr;

@@ -13,17 +13,6 @@ using test::Bytes;
 
 namespace {
 
-const char* outcome_name(ReadOutcome o) {
-  switch (o) {
-    case ReadOutcome::kNeedMore: return "need_more";
-    case ReadOutcome::kApplicationData: return "data";
-    case ReadOutcome::kControl: return "control";
-    case ReadOutcome::kCloseNotify: return "close_notify";
-    case ReadOutcome::kError: return "error";
-  }
-  return "?";
-}
-
 Bytes read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return Bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
@@ -57,7 +46,7 @@ int main() {
                                                 fr.last != ReadOutcome::kCloseNotify
                                             ? ReadOutcome::kNeedMore
                                             : fr.last;
-      CHECK_STR(outcome_name(final_outcome), outcome);
+      CHECK_STR(test::outcome_name(final_outcome), outcome);
       const char* got_code = record_error_code(s.client.error());
       CHECK_STR(*got_code ? got_code : "-", code);
       CHECK_STR(s.client.alert_to_send() == AlertDescription::kNone
