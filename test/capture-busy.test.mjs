@@ -70,7 +70,7 @@ async function busyCapture({ role, kind, trigger, version }) {
     pump.stop();
     assert.equal(userLength, userAtCapture, "no 'data' event after capture");
     if (trigger === 'pause') assert.ok(session.plaintext.length > 0, 'paused socket left plaintext');
-    const all = Buffer.concat([...user, session.plaintext, endpoint.appData]);
+    const all = Buffer.concat([...user, session.plaintext, endpoint.appData()]);
     assert.equal(sha256(all), sha256(prngBytes(`${seed}`, all.length)), 'exact prefix of the stream');
     assert.equal(endpoint.error, null);
   } finally {

@@ -8,14 +8,24 @@
 //                                       derived by the oracle (TLS 1.2: from the logged master
 //                                       secret, and checked equal to the session's keys)
 //   new CapturedEndpoint(session, { keylog })
+//       takes the session's fd and opens everything the other side sends with the oracle
+//       (pendingCiphertext first, then the fd), following its TLS 1.3 KeyUpdates
 //       .readAppData(n, timeout) -> Promise<Buffer>  all application data opened so far, once
-//                                                    at least n bytes arrived (pendingCiphertext
-//                                                    first, then the fd)
+//                                                    at least n bytes arrived
 //       .writeAppData(buf)        seals records of at most session.maxFragmentLength at writeSeq
-//       .handshakeTypes, .alerts, .records, .maxRecordPlaintext
+//       .send(buf) -> Promise     raw bytes on the connection
+//       .appLength, .appData() -> Buffer, .appHash() -> hex
+//       .alerts [{ level, description, length }], .handshakes [{ type, body }], .handshakeTypes
+//       .records (count), .maxRecordPlaintext
+//       .openError (a record that did not open), .error (the first of that or a socket error),
+//       .ended, .closed
+//       .waitFor(predicate, what, timeout) -> Promise  predicate(this)'s first truthy value;
+//                                                      rejects on openError, or once closed
 //       .close()                  destroys the socket over the fd (closes the fd)
+//   Received                      chunks with a length, a lazy concat, a hash
 //   closeSession(session)         releases a session no endpoint took (closes fd, spent socket)
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -75,29 +85,52 @@ export function closeSession(session) {
   try { fs.closeSync(session.fd); } catch { /* already closed */ }
 }
 
+// A list of chunks with a length, a lazy concat and a hash.
+export class Received {
+  chunks = [];
+  length = 0;
+
+  push(chunk) {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  bytes() {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0] ?? Buffer.alloc(0);
+  }
+
+  hash() {
+    const h = crypto.createHash('sha256');
+    for (const c of this.chunks) h.update(c);
+    return h.digest('hex');
+  }
+}
+
 export class CapturedEndpoint {
   #buffer;
-  #app = [];
-  #appLength = 0;
+  #app = new Received();
   #waiters = new Set();
   #readSecret;
-  handshakeTypes = [];
+  handshakes = [];
   alerts = [];
   records = 0;
   maxRecordPlaintext = 0;
+  openError = null;
   error = null;
   ended = false;
+  closed = false;
 
   constructor(session, { keylog } = {}) {
     this.session = session;
-    const { read, write, readSecret } = oracleCiphers(session, keylog);
+    const { read, write } = oracleCiphers(session, keylog);
     this.read = read;
     this.write = write;
-    this.#readSecret = readSecret;
+    this.#readSecret = session.readSecret;
     this.#buffer = Buffer.from(session.pendingCiphertext);
     this.socket = new net.Socket({ fd: session.fd, readable: true, writable: true });
     this.socket.on('data', (chunk) => {
-      this.#buffer = Buffer.concat([this.#buffer, chunk]);
+      this.#buffer = this.#buffer.length ? Buffer.concat([this.#buffer, chunk]) : chunk;
       this.#process();
     });
     this.socket.on('error', (err) => {
@@ -108,76 +141,124 @@ export class CapturedEndpoint {
       this.ended = true;
       this.#wake();
     });
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.#wake();
+    });
     this.#process();
   }
 
   #wake() {
-    for (const wake of this.#waiters) wake();
+    for (const check of [...this.#waiters]) check();
   }
 
   #process() {
-    if (this.error) return;
-    const { records, rest } = splitRecords(this.#buffer);
-    this.#buffer = Buffer.from(rest);
-    for (const record of records) {
-      const seq = this.read.seq;
-      const opened = this.read.open(record);
-      if (opened === null) {
-        this.error = new Error(`record #${this.records} after capture (type ${record[0]}, ` +
-          `${record.length} bytes) does not open at sequence ${seq}`);
-        break;
-      }
-      this.records++;
-      if (opened.type === 23) {
-        this.#app.push(opened.plaintext);
-        this.#appLength += opened.plaintext.length;
-        this.maxRecordPlaintext = Math.max(this.maxRecordPlaintext, opened.plaintext.length);
-      } else if (opened.type === 22) {
-        for (let pos = 0; pos + 4 <= opened.plaintext.length;) {
-          const type = opened.plaintext[pos];
-          this.handshakeTypes.push(type);
-          pos += 4 + opened.plaintext.readUIntBE(pos + 1, 3);
-          // RFC 8446 4.6.3: after a KeyUpdate the sender uses the next generation of its secret.
-          if (type === 24 && this.session.versionId === TLS13) {
-            this.#readSecret = nextTrafficSecret(this.session.cipherSuite, this.#readSecret);
-            this.read = new RecordCipher({ version: TLS13, suite: this.session.cipherSuite,
-              secret: this.#readSecret, seq: 0n });
-          }
+    if (this.openError === null) {
+      const { records, rest } = splitRecords(this.#buffer);
+      this.#buffer = rest.length ? Buffer.from(rest) : Buffer.alloc(0);
+      for (const record of records) {
+        const seq = this.read.seq;
+        let opened = null;
+        try {
+          opened = this.read.open(record);
+        } catch (err) {
+          this.openError = err;
         }
-      } else if (opened.type === 21) {
-        this.alerts.push(opened.plaintext);
+        if (opened === null) {
+          this.openError ??= new Error(`record #${this.records} from the other side ` +
+            `(type ${record[0]}, ${record.length} bytes) does not open at sequence ${seq}`);
+          this.error ??= this.openError;
+          break;
+        }
+        this.records++;
+        this.#onRecord(opened);
       }
     }
     this.#wake();
   }
 
-  get appData() {
-    if (this.#app.length > 1) this.#app = [Buffer.concat(this.#app)];
-    return this.#app[0] ?? Buffer.alloc(0);
+  #onRecord({ type, plaintext }) {
+    if (type === 23) {
+      this.#app.push(Buffer.from(plaintext));
+      this.maxRecordPlaintext = Math.max(this.maxRecordPlaintext, plaintext.length);
+    } else if (type === 21) {
+      this.alerts.push({ level: plaintext[0], description: plaintext[1], length: plaintext.length });
+    } else if (type === 22) {
+      for (let pos = 0; pos + 4 <= plaintext.length;) {
+        const hsType = plaintext[pos];
+        const length = plaintext.readUIntBE(pos + 1, 3);
+        this.handshakes.push({ type: hsType, body: Buffer.from(plaintext.subarray(pos + 4, pos + 4 + length)) });
+        pos += 4 + length;
+        // RFC 8446 4.6.3: after a KeyUpdate the sender uses the next generation of its secret.
+        if (hsType === 24 && this.session.versionId === TLS13) {
+          this.#readSecret = nextTrafficSecret(this.session.cipherSuite, this.#readSecret);
+          this.read = new RecordCipher({ version: TLS13, suite: this.session.cipherSuite,
+            secret: this.#readSecret, seq: 0n });
+        }
+      }
+    }
+  }
+
+  get handshakeTypes() {
+    return this.handshakes.map((m) => m.type);
+  }
+
+  get appLength() {
+    return this.#app.length;
+  }
+
+  appData() {
+    return this.#app.bytes();
+  }
+
+  appHash() {
+    return this.#app.hash();
+  }
+
+  // `what` (a string, or a function giving one) names what was awaited in the rejections.
+  waitFor(predicate, what, timeout = 5000) {
+    const describe = () => (typeof what === 'function' ? what() : what);
+    return new Promise((resolve, reject) => {
+      let timer = null;
+      const check = () => {
+        let value;
+        try {
+          value = predicate(this);
+        } catch (err) {
+          finish(reject, err);
+          return;
+        }
+        if (value) finish(resolve, value);
+        else if (this.openError) finish(reject, this.openError);
+        else if (this.closed) {
+          finish(reject, this.error ?? new Error(`the connection closed before: ${describe()}`));
+        }
+      };
+      const finish = (settle, value) => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+        settle(value);
+      };
+      timer = setTimeout(() => {
+        finish(reject, new Error(`timed out after ${timeout} ms: ${describe()}`));
+      }, timeout);
+      this.#waiters.add(check);
+      check();
+    });
   }
 
   readAppData(n, timeout = 5000) {
+    return this.waitFor((p) => {
+      if (p.appLength >= n) return p.appData();
+      if (p.ended) throw new Error(`fd ended after ${p.appLength} of ${n} bytes`);
+      return null;
+    }, () => `reading ${n} bytes of application data from the fd (has ${this.appLength})`,
+    timeout);
+  }
+
+  send(buf) {
     return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.#appLength >= n) {
-          done();
-          resolve(this.appData);
-        } else if (this.error || this.ended) {
-          done();
-          reject(this.error ?? new Error(`fd ended after ${this.#appLength} of ${n} bytes`));
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`timed out reading ${n} bytes of application data from the fd ` +
-          `(has ${this.#appLength})`));
-      }, timeout);
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
+      this.socket.write(buf, (err) => (err ? reject(err) : resolve()));
     });
   }
 
@@ -187,9 +268,7 @@ export class CapturedEndpoint {
     for (let pos = 0; pos < data.length; pos += max) {
       records.push(this.write.seal(23, data.subarray(pos, pos + max)));
     }
-    return new Promise((resolve, reject) => {
-      this.socket.write(Buffer.concat(records), (err) => (err ? reject(err) : resolve()));
-    });
+    return this.send(Buffer.concat(records));
   }
 
   close() {

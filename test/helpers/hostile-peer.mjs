@@ -29,7 +29,7 @@
 //       .ended(timeout) -> Promise<SpliceEnd>       handle.closed, or a rejection after `timeout`
 //       .close() -> Promise                         tears everything down (stop, destroy, close),
 //                                                   safe to call twice and after a failure
-//   HostilePeer
+//   HostilePeer (a CapturedEndpoint, captured.mjs)
 //       .version ('TLSv1.3' | 'TLSv1.2'), .tls13, .session (the captured session), .socket
 //       .seal(type, plaintext) -> Buffer            one record at the current write key and seq
 //       .seal13Inner(innerType, content, padding)   TLS 1.3: any inner type, explicit zero padding
@@ -48,7 +48,8 @@
 //     what the side under test sent, opened with the oracle:
 //       .appLength, .appData() -> Buffer, .appHash() -> hex
 //       .alerts [{ level, description }], .handshakes [{ type, body }]
-//       .records (count), .openError (a record that did not open), .ended, .closed, .error
+//       .records (count), .openError (a record that did not open), .ended, .closed,
+//       .error (the first of openError or a socket error)
 //       .waitFor(predicate, what, timeout) -> Promise
 //       .waitForAppData(n, timeout), .waitForAlert(timeout) -> { level, description }
 //       .waitForClose(timeout)
@@ -56,16 +57,15 @@
 //       .near, .far, .length, .bytes(), .hash(), .ended
 //       .waitFor(n, timeout), .waitForEnd(timeout), .write(buf) -> Promise, .end(), .close()
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { captureSession, connect, createServer, releaseSpentSocket, spliceTo } from '../../dist/index.js';
-import { Keylog, oracleCiphers } from './captured.mjs';
+import { CapturedEndpoint, Keylog, Received } from './captured.mjs';
 import { onceEvent, withTimeout } from './scenarios.mjs';
-import { RecordCipher, TLS13, nextTrafficSecret, splitRecords } from './tls-oracle.mjs';
+import { RecordCipher, TLS13, nextTrafficSecret } from './tls-oracle.mjs';
 
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 const read = (name) => fs.readFileSync(path.join(fixtures, name));
@@ -96,121 +96,16 @@ export const MAX_CIPHERTEXT = { 'TLSv1.3': 16384 + 256, 'TLSv1.2': 16384 + 2048 
 
 const MAX_FRAGMENT = 16384;
 
-
-// A list of chunks with a length, a lazy concat and waiters.
-class Received {
-  chunks = [];
-  length = 0;
-  waiters = new Set();
-
-  push(chunk) {
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  bytes() {
-    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0] ?? Buffer.alloc(0);
-  }
-
-  hash() {
-    const h = crypto.createHash('sha256');
-    for (const c of this.chunks) h.update(c);
-    return h.digest('hex');
-  }
-}
-
-export class HostilePeer {
-  #readSecret;
+// The reading side (opening, KeyUpdates, what came back, waitFor) is CapturedEndpoint's; this
+// adds the records a hostile peer writes.
+export class HostilePeer extends CapturedEndpoint {
   #writeSecret;
-  #buffer;
-  #waiters = new Set();
-  #app = new Received();
-  alerts = [];
-  handshakes = [];
-  records = 0;
-  openError = null;
-  error = null;
-  ended = false;
-  closed = false;
 
   constructor(session, keylog) {
-    this.session = session;
+    super(session, { keylog });
     this.tls13 = session.versionId === TLS13;
     this.version = this.tls13 ? 'TLSv1.3' : 'TLSv1.2';
-    const { read: readCipher, write: writeCipher } = oracleCiphers(session, keylog);
-    this.read = readCipher;
-    this.write = writeCipher;
-    this.#readSecret = session.readSecret;
     this.#writeSecret = session.writeSecret;
-    this.#buffer = Buffer.from(session.pendingCiphertext);
-    this.socket = new net.Socket({ fd: session.fd, readable: true, writable: true });
-    this.socket.on('data', (chunk) => {
-      this.#buffer = this.#buffer.length ? Buffer.concat([this.#buffer, chunk]) : chunk;
-      this.#process();
-    });
-    this.socket.on('error', (err) => {
-      this.error ??= err;
-      this.#wake();
-    });
-    this.socket.on('end', () => {
-      this.ended = true;
-      this.#wake();
-    });
-    this.socket.on('close', () => {
-      this.closed = true;
-      this.#wake();
-    });
-    this.#process();
-  }
-
-  #wake() {
-    for (const check of [...this.#waiters]) check();
-  }
-
-  #process() {
-    if (this.openError === null) {
-      const { records, rest } = splitRecords(this.#buffer);
-      this.#buffer = rest.length ? Buffer.from(rest) : Buffer.alloc(0);
-      for (const record of records) {
-        const seq = this.read.seq;
-        let opened = null;
-        try {
-          opened = this.read.open(record);
-        } catch (err) {
-          this.openError = err;
-        }
-        if (opened === null) {
-          this.openError ??= new Error(`record #${this.records} from the side under test ` +
-            `(type ${record[0]}, ${record.length} bytes) does not open at sequence ${seq}`);
-          break;
-        }
-        this.records++;
-        this.#onRecord(opened);
-      }
-    }
-    this.#wake();
-  }
-
-  #onRecord({ type, plaintext }) {
-    if (type === CONTENT.application_data) {
-      this.#app.push(Buffer.from(plaintext));
-    } else if (type === CONTENT.alert) {
-      this.alerts.push({ level: plaintext[0], description: plaintext[1], length: plaintext.length });
-    } else if (type === CONTENT.handshake) {
-      for (let pos = 0; pos + 4 <= plaintext.length;) {
-        const hsType = plaintext[pos];
-        const length = plaintext.readUIntBE(pos + 1, 3);
-        this.handshakes.push({ type: hsType, body: Buffer.from(plaintext.subarray(pos + 4, pos + 4 + length)) });
-        pos += 4 + length;
-        // RFC 8446 4.6.3: the sender's later records use the next generation of its secret.
-        if (hsType === HANDSHAKE.key_update && this.tls13) {
-          this.#readSecret = nextTrafficSecret(this.session.cipherSuite, this.#readSecret);
-          this.read = new RecordCipher({ version: TLS13, suite: this.session.cipherSuite,
-            secret: this.#readSecret, seq: 0n });
-        }
-      }
-    }
   }
 
   // --- records --------------------------------------------------------------------------------
@@ -270,12 +165,6 @@ export class HostilePeer {
 
   // --- wire -----------------------------------------------------------------------------------
 
-  send(buf) {
-    return new Promise((resolve, reject) => {
-      this.socket.write(buf, (err) => (err ? reject(err) : resolve()));
-    });
-  }
-
   sendData(buf) {
     return this.send(this.data(buf));
   }
@@ -292,50 +181,11 @@ export class HostilePeer {
     this.socket.destroy();
   }
 
-  // --- what came back ---------------------------------------------------------------------------
-
-  get appLength() {
-    return this.#app.length;
-  }
-
-  appData() {
-    return this.#app.bytes();
-  }
-
-  appHash() {
-    return this.#app.hash();
-  }
-
-  waitFor(predicate, what, timeout = 5000) {
-    return withTimeout(new Promise((resolve, reject) => {
-      const check = () => {
-        let value;
-        try {
-          value = predicate(this);
-        } catch (err) {
-          this.#waiters.delete(check);
-          reject(err);
-          return;
-        }
-        if (value) {
-          this.#waiters.delete(check);
-          resolve(value);
-        } else if (this.openError) {
-          this.#waiters.delete(check);
-          reject(this.openError);
-        } else if (this.closed) {
-          this.#waiters.delete(check);
-          reject(new Error(`the connection closed before: ${what}`));
-        }
-      };
-      this.#waiters.add(check);
-      check();
-    }).finally(() => this.#waiters.clear()), timeout, what);
-  }
+  // --- what came back (the rest is CapturedEndpoint's) -----------------------------------------
 
   waitForAppData(n, timeout = 5000) {
-    return this.waitFor((p) => p.appLength >= n && p.appData(), `${n} bytes from the side under test ` +
-      `(has ${this.appLength})`, timeout);
+    return this.waitFor((p) => p.appLength >= n && p.appData(),
+      () => `${n} bytes from the side under test (has ${this.appLength})`, timeout);
   }
 
   waitForAlert(timeout = 5000) {
