@@ -240,6 +240,17 @@ export async function waitForListening(port, { timeout = 5000, peer } = {}) {
   }
 }
 
+// A server peer once it listens on `port`; stopped if it never does.
+async function listeningServer(peer, port) {
+  try {
+    await waitForListening(port, { peer });
+  } catch (err) {
+    await peer.stop();
+    throw err;
+  }
+  return { peer, port };
+}
+
 // ---- OpenSSL -----------------------------------------------------------------------------------
 
 function opensslVersionArgs({ version, suite }) {
@@ -271,13 +282,7 @@ export async function opensslServer(opts = {}) {
   if (opts.quiet !== false) args.push('-quiet');
   args.push(...(opts.extraArgs ?? []));
   const peer = new Peer(launch('openssl', args), { name: `openssl s_server :${port}` });
-  try {
-    await waitForListening(port, { peer });
-  } catch (err) {
-    await peer.stop();
-    throw err;
-  }
-  return { peer, port };
+  return listeningServer(peer, port);
 }
 
 export async function opensslClient(opts) {
@@ -357,13 +362,7 @@ export async function gnutlsServer(opts = {}) {
   live.delete(innerPeer);
   const peer = new Peer(outer, { name: `gnutls-serv :${port}`, echo: true, companions: [inner] });
   peer.onStop = () => fs.rmSync(dir, { recursive: true, force: true });
-  try {
-    await waitForListening(port, { peer });
-  } catch (err) {
-    await peer.stop();
-    throw err;
-  }
-  return { peer, port };
+  return listeningServer(peer, port);
 }
 
 export async function gnutlsClient(opts) {
