@@ -10,6 +10,7 @@ import { CapturedEndpoint, closeSession } from './helpers/captured.mjs';
 import { PrngStream, prngBytes, sha256 } from './helpers/data.mjs';
 import { stopAll } from './helpers/peers.mjs';
 import { openClient, openServer, withTimeout } from './helpers/scenarios.mjs';
+import { requirePeer } from './helpers/programs.mjs';
 
 after(stopAll);
 
@@ -89,7 +90,7 @@ for (const [role, kind, version] of [
   ['client', 'openssl', 'TLSv1.3'], ['client', 'node', 'TLSv1.3'], ['client', 'openssl', 'TLSv1.2'],
   ['server', 'node', 'TLSv1.3'], ['server', 'openssl', 'TLSv1.3'], ['server', 'node', 'TLSv1.2'],
 ]) {
-  describe(`busy stream, we are the ${role}, ${kind} peer, ${version}`, () => {
+  describe(`busy stream, we are the ${role}, ${kind} peer, ${version}`, { skip: requirePeer(kind) }, () => {
     for (const trigger of ['data', 'immediate', 'pause']) {
       test(`capture ${trigger === 'data' ? "inside a 'data' handler" :
         trigger === 'immediate' ? 'after setImmediate' : 'after pause()'}`, { timeout: 30000 }, async () => {

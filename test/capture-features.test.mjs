@@ -15,6 +15,7 @@ import { FIXTURES, opensslClient, opensslServer, stopAll, suiteByName } from './
 import {
   exchangeAndVerify, listenServer, onceEvent, openClient, openServer, read, withTimeout,
 } from './helpers/scenarios.mjs';
+import { requirePeer } from './helpers/programs.mjs';
 
 after(stopAll);
 
@@ -40,7 +41,7 @@ async function waitForFile(file, ms = 5000) {
 }
 
 describe('HelloRetryRequest', () => {
-  test('we are the client: s_server accepts only P-256, we offer an X25519 key share first', { timeout: 20000 }, async () => {
+  test('we are the client: s_server accepts only P-256, we offer an X25519 key share first', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openClient('openssl', { suite: 'TLS_AES_128_GCM_SHA256', peerOpts: { groups: 'P-256' } });
     try {
       assert.equal(tapOf(opened.sock).helloRetryRequest, true, 'the tap saw a HelloRetryRequest');
@@ -51,7 +52,7 @@ describe('HelloRetryRequest', () => {
     }
   });
 
-  test('we are the server: only P-256, s_client offers an X25519 key share first', { timeout: 20000 }, async () => {
+  test('we are the server: only P-256, s_client offers an X25519 key share first', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openServer('openssl', { suite: 'TLS_CHACHA20_POLY1305_SHA256', serverOpts: { ecdhCurve: 'P-256' } });
     try {
       assert.equal(tapOf(opened.sock).helloRetryRequest, true, 'the tap saw a HelloRetryRequest');
@@ -64,7 +65,7 @@ describe('HelloRetryRequest', () => {
 
 describe('client certificates', () => {
   for (const suite of ['TLS_AES_256_GCM_SHA384', 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']) {
-    test(`we are the client, s_server requires a certificate, ${suite}`, { timeout: 20000 }, async () => {
+    test(`we are the client, s_server requires a certificate, ${suite}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const opened = await openClient('openssl', {
         suite, peerOpts: { clientCert: true },
         connectOpts: { cert: read(FIXTURES.clientCert), key: read(FIXTURES.clientKey) },
@@ -77,7 +78,7 @@ describe('client certificates', () => {
     });
 
     for (const kind of ['openssl', 'gnutls']) {
-      test(`we are the server and require a certificate, ${kind} client, ${suite}`, { timeout: 20000 }, async () => {
+      test(`we are the server and require a certificate, ${kind} client, ${suite}`, { timeout: 20000, skip: requirePeer(kind) }, async () => {
         const opened = await openServer(kind, {
           suite, peerOpts: { clientCert: true },
           serverOpts: { requestCert: true, rejectUnauthorized: true, ca: read(FIXTURES.ca) },
@@ -96,7 +97,7 @@ describe('client certificates', () => {
 
 describe('resumed sessions', () => {
   for (const [version, suite] of [['TLSv1.3', 'TLS_AES_128_GCM_SHA256'], ['TLSv1.2', 'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384']]) {
-    test(`we are the client, ${version} ${version === 'TLSv1.3' ? 'PSK resumption' : 'session ticket'}`, { timeout: 20000 }, async () => {
+    test(`we are the client, ${version} ${version === 'TLSv1.3' ? 'PSK resumption' : 'session ticket'}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const { peer, port } = await opensslServer({ version, suite, naccept: 2 });
       let first;
       let second;
@@ -123,7 +124,7 @@ describe('resumed sessions', () => {
       }
     });
 
-    test(`we are the server, ${version} ${version === 'TLSv1.3' ? 'PSK resumption' : 'session ticket'}`, { timeout: 20000 }, async () => {
+    test(`we are the server, ${version} ${version === 'TLSv1.3' ? 'PSK resumption' : 'session ticket'}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const { file, cleanup } = tmpFile('session.pem');
       const { server, keylog, port } = await listenServer({
         key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert), minVersion: version, maxVersion: version,
@@ -168,7 +169,7 @@ describe('PSK without certificates', () => {
       assert.equal(session.version, c.version);
     };
 
-    test(`we are the client, ${c.version} ${c.name}, identity ${JSON.stringify(c.identity)}`, { timeout: 20000 }, async () => {
+    test(`we are the client, ${c.version} ${c.name}, identity ${JSON.stringify(c.identity)}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const psk = Buffer.from(kPsk, 'hex');
       const opened = await openClient('openssl', {
         peerOpts: { version: c.version, suite: suiteArg, noCert: true, psk: { key: kPsk, identity: c.identity } },
@@ -186,7 +187,7 @@ describe('PSK without certificates', () => {
       }
     });
 
-    test(`we are the server, ${c.version} ${c.name}, identity ${JSON.stringify(c.identity)}`, { timeout: 20000 }, async () => {
+    test(`we are the server, ${c.version} ${c.name}, identity ${JSON.stringify(c.identity)}`, { timeout: 20000, skip: requirePeer(c.identity === '' ? 'openssl' : 'node') }, async () => {
       const psk = Buffer.from(kPsk, 'hex');
       const identities = [];
       const kind = c.identity === '' ? 'openssl' : 'node';
@@ -213,7 +214,7 @@ describe('PSK without certificates', () => {
 
 describe('max_fragment_length', () => {
   for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256']) {
-    test(`s_client -maxfraglen 512 against our server, ${suite}`, { timeout: 20000 }, async () => {
+    test(`s_client -maxfraglen 512 against our server, ${suite}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const opened = await openServer('openssl', { suite, peerOpts: { maxFragLen: 512 } });
       try {
         const { session, endpoint } = await exchangeAndVerify({ ...opened, suite, isServer: true, seed: `mfl-${suite}` });
@@ -225,7 +226,7 @@ describe('max_fragment_length', () => {
     });
   }
 
-  test('no max_fragment_length: 16384', { timeout: 20000 }, async () => {
+  test('no max_fragment_length: 16384', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openServer('openssl', { suite: 'TLS_AES_128_GCM_SHA256' });
     try {
       const { session } = await exchangeAndVerify({ ...opened, suite: 'TLS_AES_128_GCM_SHA256', isServer: true, seed: 'mfl-none' });
@@ -243,7 +244,7 @@ describe('max_fragment_length', () => {
 describe("capture at once in 'secureConnect' / 'secureConnection'", () => {
   for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256']) {
     for (const role of ['client', 'server']) {
-      test(`we are the ${role}, ${suite}`, { timeout: 20000 }, async () => {
+      test(`we are the ${role}, ${suite}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
         const s = suiteByName(suite);
         const tlsOpts = { minVersion: s.version, maxVersion: s.version };
         let peer;

@@ -11,6 +11,7 @@ import { FIXTURES, nodeServer, stopAll } from './helpers/peers.mjs';
 import {
   collectData, listenServer, onceEvent, openClient, openServer, read, withTimeout,
 } from './helpers/scenarios.mjs';
+import { requirePeer } from './helpers/programs.mjs';
 
 after(stopAll);
 
@@ -113,7 +114,7 @@ describe('refusals', () => {
     }
   });
 
-  test('ERR_TLS_SPLICE_UNSUPPORTED_CIPHER: a TLS 1.2 CBC suite', { timeout: 20000 }, async () => {
+  test('ERR_TLS_SPLICE_UNSUPPORTED_CIPHER: a TLS 1.2 CBC suite', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openClient('openssl', {
       peerOpts: { version: 'TLSv1.2', suite: 'ECDHE-RSA-AES128-SHA256' },
       connectOpts: { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-SHA256' },
@@ -158,7 +159,7 @@ describe('refusals', () => {
   // s_server/s_client read their stdin in whole chunks: the command line must arrive alone.
   for (const command of ['k', 'K']) {
     const what = command === 'k' ? 'KeyUpdate' : 'KeyUpdate requesting one back';
-    test(`ERR_TLS_SPLICE_KEY_UPDATE_SEEN: s_server sent a ${what} ('${command}'), we are the client`, { timeout: 20000 }, async () => {
+    test(`ERR_TLS_SPLICE_KEY_UPDATE_SEEN: s_server sent a ${what} ('${command}'), we are the client`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const opened = await openClient('openssl', { suite: 'TLS_AES_128_GCM_SHA256', peerOpts: { quiet: false } });
       try {
         const data = collectData(opened.sock);
@@ -172,7 +173,7 @@ describe('refusals', () => {
       }
     });
 
-    test(`ERR_TLS_SPLICE_KEY_UPDATE_SEEN: s_client sent a ${what} ('${command}'), we are the server`, { timeout: 20000 }, async () => {
+    test(`ERR_TLS_SPLICE_KEY_UPDATE_SEEN: s_client sent a ${what} ('${command}'), we are the server`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const opened = await openServer('openssl', { suite: 'TLS_AES_256_GCM_SHA384', peerOpts: { quiet: false } });
       try {
         const data = collectData(opened.sock);
@@ -187,7 +188,7 @@ describe('refusals', () => {
     });
   }
 
-  test('ERR_TLS_SPLICE_KEY_UPDATE_SEEN: gnutls-cli ^rekey^, we are the server', { timeout: 20000 }, async () => {
+  test('ERR_TLS_SPLICE_KEY_UPDATE_SEEN: gnutls-cli ^rekey^, we are the server', { timeout: 20000, skip: requirePeer('gnutls') }, async () => {
     const opened = await openServer('gnutls', { suite: 'TLS_CHACHA20_POLY1305_SHA256', peerOpts: { extraArgs: ['--inline-commands'] } });
     try {
       const data = collectData(opened.sock);
@@ -201,7 +202,7 @@ describe('refusals', () => {
     }
   });
 
-  test('ERR_TLS_SPLICE_RENEGOTIATED: s_server sent a HelloRequest (TLS 1.2), we are the client', { timeout: 20000 }, async () => {
+  test('ERR_TLS_SPLICE_RENEGOTIATED: s_server sent a HelloRequest (TLS 1.2), we are the client', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openClient('openssl', { suite: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', peerOpts: { quiet: false } });
     try {
       const data = collectData(opened.sock);
@@ -215,7 +216,7 @@ describe('refusals', () => {
     }
   });
 
-  test('ERR_TLS_SPLICE_RENEGOTIATED: s_client renegotiated (TLS 1.2), we are the server', { timeout: 20000 }, async () => {
+  test('ERR_TLS_SPLICE_RENEGOTIATED: s_client renegotiated (TLS 1.2), we are the server', { timeout: 20000, skip: requirePeer('openssl') }, async () => {
     const opened = await openServer('openssl', { suite: 'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256', peerOpts: { quiet: false } });
     try {
       const data = collectData(opened.sock);

@@ -6,6 +6,7 @@ import { after, describe, test } from 'node:test';
 
 import { SUITES, stopAll } from './helpers/peers.mjs';
 import { runCell } from './helpers/scenarios.mjs';
+import { requirePeer } from './helpers/programs.mjs';
 
 after(stopAll);
 
@@ -13,7 +14,7 @@ for (const role of ['client', 'server']) {
   describe(`we are the ${role}`, () => {
     for (const kind of ['openssl', 'gnutls', 'node']) {
       for (const suite of SUITES) {
-        test(`${kind} peer, ${suite.version} ${suite.name}`, { timeout: 20000 }, async () => {
+        test(`${kind} peer, ${suite.version} ${suite.name}`, { timeout: 20000, skip: requirePeer(kind) }, async () => {
           await runCell(role, kind, suite.name, { verify: { seed: `${role}-${kind}-${suite.name}` } });
         });
       }

@@ -10,6 +10,7 @@ import { PrngStream, base64Lines, sha256 } from './helpers/data.mjs';
 import {
   ourClient, ourServer, peerTlsOptions, socketPair, userSide, withTimeout,
 } from './helpers/splice-env.mjs';
+import { requirePeer } from './helpers/programs.mjs';
 
 after(() => stopAll());
 
@@ -48,7 +49,7 @@ function digitLines(seed, bytes) {
 
 for (const suite of TLS13) {
   test(`OpenSSL s_server sends KeyUpdate (k) and KeyUpdate requested (K): ${suite.name}`,
-    { timeout: 60000 }, async () => {
+    { timeout: 60000, skip: requirePeer('openssl') }, async () => {
       // Not -quiet: s_server then reads 'k' / 'K' lines on stdin as commands.
       const { peer, port } = await opensslServer({ ...peerTlsOptions(suite), quiet: false });
       try {
@@ -95,7 +96,7 @@ for (const suite of TLS13) {
 
 // gnutls-cli's own documentation: "rekey1 (local rekey), rekey (rekey on both peers)" -- ^rekey^
 // is the KeyUpdate with update_requested (TESTING.md has the two the other way round).
-test('gnutls-cli sends KeyUpdate with update_requested (^rekey^)', { timeout: 60000 }, async () => {
+test('gnutls-cli sends KeyUpdate with update_requested (^rekey^)', { timeout: 60000, skip: requirePeer('gnutls') }, async () => {
   const suite = TLS13[0];
   const ours = await ourServer({ suite });
   const { peer } = await gnutlsClient({
@@ -135,7 +136,7 @@ test('gnutls-cli sends KeyUpdate with update_requested (^rekey^)', { timeout: 60
 // limit is 128 records: 4 key changes, at any speed.
 for (const kind of ['openssl', 'gnutls', 'node']) {
   const every = kind === 'gnutls' ? 128 : 16;
-  test(`we update our key every ${every} records and ${kind} follows`, { timeout: 60000 }, async () => {
+  test(`we update our key every ${every} records and ${kind} follows`, { timeout: 60000, skip: requirePeer(kind) }, async () => {
     const suite = TLS13[0];
     const size = 8 * 1024 * 1024;
     const ours = await ourServer({ suite });

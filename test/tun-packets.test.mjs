@@ -25,6 +25,7 @@ import { connect, openTun, spliceTo } from '../esm/index.mjs';
 import { prngBytes } from './helpers/data.mjs';
 import { Keylog } from './helpers/captured.mjs';
 import { NetnsSet, PacketCapture, ip, python3Path, tunSupport } from './helpers/netns.mjs';
+import { findProgram, requireProgram } from './helpers/programs.mjs';
 import { RecordCipher, TLS12, splitRecords, tls12KeyBlock } from './helpers/tls-oracle.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -45,7 +46,7 @@ const PEER4 = '10.55.0.1';
 const UDP_PORT = 7000;
 
 const python = tunSupport() === null ? python3Path() : null;
-const skip = tunSupport() ?? (python ? false :
+const skip = tunSupport() ?? (!findProgram('python3') ? requireProgram('python3') : python ? false :
   'python3 with AF_PACKET sockets is needed to capture what a TUN device receives');
 
 // --- packets, built here independently of lib/framing.ts -------------------------------------

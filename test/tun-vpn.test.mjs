@@ -17,6 +17,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { PrngStream } from './helpers/data.mjs';
 import { NetnsSet, lineReader, tunSupport } from './helpers/netns.mjs';
+import { requireProgram } from './helpers/programs.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VPN_JS = path.join(ROOT, 'examples', 'dist', 'vpn.js');
@@ -24,7 +25,7 @@ const DATA_MJS = pathToFileURL(path.join(ROOT, 'test', 'helpers', 'data.mjs')).h
 const TRANSFER_BYTES = 100 * 1000 * 1000;
 const SERVER_PORT = 4433;
 
-const skip = tunSupport() ?? false;
+const skip = tunSupport() ?? requireProgram('ping', 'iputils-ping');
 
 // Compiles examples/ (tsc -p examples) when its output is missing or older than its sources.
 function buildExample() {

@@ -28,6 +28,8 @@
 //   nodeClient(opts)     -> { peer }         tls.connect in a child process
 //   startServer(kind, opts), startClient(kind, opts)   kind: 'openssl' | 'gnutls' | 'node'
 //   stopAll()                     kills every peer still running (also done at process exit)
+//   A peer whose programs are not installed throws ProgramMissingError (programs.mjs) naming the
+//   Debian package; declare the test with `{ skip: requirePeer(kind) }` to skip it instead.
 //
 // Common opts: version ('TLSv1.3' | 'TLSv1.2'), suite (IANA name, forced on the peer),
 //   clientCert (client: present the fixture client certificate; server: require and verify one),
@@ -52,6 +54,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { assertProgram, PEER_PROGRAMS } from './programs.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const fixtures = path.join(here, '..', 'fixtures');
@@ -206,7 +210,10 @@ export class Peer {
   }
 }
 
-function launch(command, args, options = {}) {
+// Every program a peer of `kind` runs is checked before the first spawn, so a missing one fails
+// with the package to install rather than as a peer that "exited while waiting".
+function launch(command, args, options = {}, kind) {
+  for (const program of kind ? PEER_PROGRAMS[kind] : []) assertProgram(program);
   return spawn(command, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,             // own process group: stop() kills helpers it started too
@@ -281,7 +288,7 @@ export async function opensslServer(opts = {}) {
   if (opts.keylogFile) args.push('-keylogfile', opts.keylogFile);
   if (opts.quiet !== false) args.push('-quiet');
   args.push(...(opts.extraArgs ?? []));
-  const peer = new Peer(launch('openssl', args), { name: `openssl s_server :${port}` });
+  const peer = new Peer(launch('openssl', args, {}, 'openssl'), { name: `openssl s_server :${port}` });
   return listeningServer(peer, port);
 }
 
@@ -303,7 +310,7 @@ export async function opensslClient(opts) {
   if (opts.keylogFile) args.push('-keylogfile', opts.keylogFile);
   if (opts.quiet !== false) args.push('-quiet');
   args.push(...(opts.extraArgs ?? []));
-  return { peer: new Peer(launch('openssl', args), { name: 's_client' }) };
+  return { peer: new Peer(launch('openssl', args, {}, 'openssl'), { name: 's_client' }) };
 }
 
 // ---- GnuTLS ------------------------------------------------------------------------------------
@@ -328,6 +335,7 @@ function gnutlsEnv(opts) {
 // there forwards a Unix socket to it, and a socat here (bound to 127.0.0.1) forwards TCP to that
 // Unix socket. Bytes pass through unchanged; the peer's TCP endpoint is socat's.
 export async function gnutlsServer(opts = {}) {
+  for (const program of PEER_PROGRAMS.gnutls) assertProgram(program);   // before the temp dir
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tls-splice-gnutls-'));
   const sock = path.join(dir, 'serv.sock');
   const innerPort = 5556;
@@ -347,7 +355,7 @@ export async function gnutlsServer(opts = {}) {
     `while ! ss -Hltn 'sport = :${innerPort}' | grep -q LISTEN; do sleep 0.02; done`,
     `exec socat UNIX-LISTEN:${sock},fork TCP:127.0.0.1:${innerPort}`,
   ].join('\n');
-  const inner = launch('unshare', ['-n', 'sh', '-c', script], { env: gnutlsEnv(opts) });
+  const inner = launch('unshare', ['-n', 'sh', '-c', script], { env: gnutlsEnv(opts) }, 'gnutls');
   const innerPeer = new Peer(inner, { name: 'gnutls-serv (netns)' });
   const deadline = Date.now() + 5000;
   while (!fs.existsSync(sock)) {
@@ -376,7 +384,7 @@ export async function gnutlsClient(opts) {
   // gnutls-cli writes what it receives to stdout one byte per write(2) (about 5 s per MiB into a
   // Node pipe); a cat in between takes those cheaply and hands Node large reads.
   const command = `exec gnutls-cli ${args.map(shellQuote).join(' ')} | exec cat`;
-  return { peer: new Peer(launch('sh', ['-c', command], { env: gnutlsEnv(opts) }), { name: 'gnutls-cli' }) };
+  return { peer: new Peer(launch('sh', ['-c', command], { env: gnutlsEnv(opts) }, 'gnutls'), { name: 'gnutls-cli' }) };
 }
 
 function shellQuote(arg) {
