@@ -1,7 +1,17 @@
 // Errors that reach users. Every one has a stable `code`; tests assert the code, never the text.
 
+// Every ERR_TLS_SPLICE_* code the library produces, from lib/ or src-native/. Engine ends also carry
+// ERR_TLS_ALERT_<name> (a fatal alert from the peer) and libuv names (EPIPE, ECONNRESET, ...).
+// test/error-codes.test.mjs checks this list against the C++ strings, lib/ and the hints.
 export type SpliceErrorCode =
+  // Arguments, state and platform (lib/ and the binding).
   | 'ERR_TLS_SPLICE_INVALID_ARG'
+  | 'ERR_TLS_SPLICE_INVALID_STATE'
+  | 'ERR_TLS_SPLICE_UNSUPPORTED_NODE'
+  | 'ERR_TLS_SPLICE_UNSUPPORTED_PLATFORM'
+  | 'ERR_TLS_SPLICE_SELF_CHECK_FAILED'
+  | 'ERR_TLS_SPLICE_INTERNAL'
+  // Capture refusals (the TLSSocket is untouched unless said otherwise).
   | 'ERR_TLS_SPLICE_NOT_TAPPED'
   | 'ERR_TLS_SPLICE_NOT_ESTABLISHED'
   | 'ERR_TLS_SPLICE_ALREADY_CAPTURED'
@@ -10,13 +20,29 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_NO_SECRETS'
   | 'ERR_TLS_SPLICE_KEY_UPDATE_SEEN'
   | 'ERR_TLS_SPLICE_RENEGOTIATED'
-  | 'ERR_TLS_SPLICE_SELF_CHECK_FAILED'
   | 'ERR_TLS_SPLICE_CAPTURE_ABORTED'
   | 'ERR_TLS_SPLICE_SPENT'
-  | 'ERR_TLS_SPLICE_UNSUPPORTED_NODE'
   | 'ERR_TLS_SPLICE_BAD_RECORD'
   | 'ERR_TLS_SPLICE_BAD_HANDSHAKE'
   | 'ERR_TLS_SPLICE_NO_FD'
+  // Ends of a running splice: the record layer (record_layer.cc) ...
+  | 'ERR_TLS_SPLICE_BAD_RECORD_MAC'
+  | 'ERR_TLS_SPLICE_RECORD_OVERFLOW'
+  | 'ERR_TLS_SPLICE_BAD_RECORD_VERSION'
+  | 'ERR_TLS_SPLICE_UNEXPECTED_RECORD'
+  | 'ERR_TLS_SPLICE_UNEXPECTED_MESSAGE'
+  | 'ERR_TLS_SPLICE_RENEGOTIATION'
+  | 'ERR_TLS_SPLICE_POST_HANDSHAKE_AUTH'
+  | 'ERR_TLS_SPLICE_DECODE_ERROR'
+  | 'ERR_TLS_SPLICE_ILLEGAL_PARAMETER'
+  | 'ERR_TLS_SPLICE_EMPTY_RECORD_FLOOD'
+  | 'ERR_TLS_SPLICE_KEY_UPDATE_FLOOD'
+  | 'ERR_TLS_SPLICE_MESSAGE_TOO_LARGE'
+  | 'ERR_TLS_SPLICE_SEQUENCE_EXHAUSTED'
+  // ... and the engines' pumps (splice.cc, js-engine.ts).
+  | 'ERR_TLS_SPLICE_TRUNCATED_RECORD'
+  | 'ERR_TLS_SPLICE_FRAMING'
+  | 'ERR_TLS_SPLICE_UNEXPECTED_DATA'
   | (string & {});
 
 export class SpliceError extends Error {

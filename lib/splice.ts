@@ -204,6 +204,11 @@ const HINTS: Record<string, string> = {
   ERR_TLS_SPLICE_UNEXPECTED_DATA: "The peer sent data, but direction 'out' has nowhere to " +
     "deliver it. Use direction 'duplex'.",
   ERR_TLS_SPLICE_INTERNAL: 'An internal error (OpenSSL failed). Please report it.',
+  ERR_TLS_SPLICE_INVALID_ARG: 'The native engine cannot use an fd it was given (see the detail): ' +
+    'pass an open socket, pipe or character device that stays open while the splice runs.',
+  ERR_TLS_SPLICE_INVALID_STATE: 'This splice was already started or stopped; create a new one.',
+  ERR_TLS_SPLICE_UNSUPPORTED_CIPHER: "The native record layer cannot use this session's cipher " +
+    "suite. Use engine: 'auto' to fall back to the JS engine.",
   EPIPE: 'The other end closed while data was still being written to it.',
   ECONNRESET: 'The connection was reset by the other end.',
   EBADF: 'An fd was closed while the splice was using it.',
