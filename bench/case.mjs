@@ -20,6 +20,13 @@ import { execFileSync } from 'node:child_process';
 const { connect, createServer, openTun, spliceTo } = await import(
   process.env.TLS_SPLICE_BENCH_PKG ? `${process.env.TLS_SPLICE_BENCH_PKG}/esm/index.mjs` : '../esm/index.mjs');
 
+// The first performance.eventLoopUtilization() of a fresh process, taken while the loop then sits
+// in one long poll (the bridge case: taken in the connection callback, the loop then idles for
+// the whole native transfer), read that idle loop as 98-99% busy in 3 of 4 quick runs: the idle
+// time of that poll was not counted against the baseline. One call here, before any I/O, makes
+// every later baseline an ordinary one (0.5-1% in 5 of 5 runs; bench/README.md, "ELU").
+performance.eventLoopUtilization();
+
 const spec = JSON.parse(process.argv[2]);
 const { scenario, tool } = spec;
 
@@ -45,22 +52,39 @@ process.on('unhandledRejection', (err) => {
   process.exit(1);
 });
 
+// CPU nanoseconds the main thread (tid == pid) has run: the scheduler's own account
+// (/proc/self/task/<pid>/schedstat, first field), so an idle thread can never read as busy,
+// unlike ELU. Falls back to utime+stime of .../stat (10 ms ticks).
+function mainThreadCpuNs() {
+  const task = `/proc/self/task/${process.pid}`;
+  try {
+    return Number(fs.readFileSync(`${task}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    const fields = fs.readFileSync(`${task}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 1e7;   // utime, stime in 1/100 s
+  }
+}
+
 // What the process spends between start() and stop(): CPU of every thread (the native I/O
-// threads included), the main thread's event-loop utilisation, and the time span.
+// threads included), the main thread's own CPU and event-loop utilisation, and the time span.
 //
 // For the splice engines, transferStarted() is called once start() has resolved: the event-loop
 // utilisation is that of the transfer, and the handover before it (capture, quiet point) is
 // reported on its own as handoverMs. CPU counts both.
 function measure() {
   const cpu0 = process.cpuUsage();
+  let main0 = mainThreadCpuNs();
   let elu0 = performance.eventLoopUtilization();
   const startNs = process.hrtime.bigint();
   let handoverMs = null;
+  let eluStartNs = null;
   return {
     startNs,
     transferStarted() {
-      handoverMs = Number(process.hrtime.bigint() - startNs) / 1e6;
+      eluStartNs = process.hrtime.bigint();
+      handoverMs = Number(eluStartNs - startNs) / 1e6;
       elu0 = performance.eventLoopUtilization();
+      main0 = mainThreadCpuNs();
       // For profiling the transfer alone: `perf record -p` once this file exists.
       if (process.env.BENCH_MARK_FILE) fs.writeFileSync(process.env.BENCH_MARK_FILE, 'transfer\n');
     },
@@ -68,6 +92,7 @@ function measure() {
       const endNs = process.hrtime.bigint();
       const cpu = process.cpuUsage(cpu0);
       const elu = performance.eventLoopUtilization(elu0);
+      const mainCpuS = (mainThreadCpuNs() - main0) / 1e9;
       return {
         startNs: String(startNs),
         endNs: String(endNs),
@@ -75,6 +100,11 @@ function measure() {
         userS: cpu.user / 1e6,
         sysS: cpu.system / 1e6,
         elu: elu.utilization,
+        // The main thread's CPU over the same span as `elu` (from start() resolving when there
+        // is a handover), and that as a share of the span: the cross-check of ELU.
+        mainCpuS,
+        mainCpuShare: mainCpuS / (Number(endNs - (eluStartNs ?? startNs)) / 1e9),
+        transferStartNs: String(eluStartNs ?? startNs),
         handoverMs,
         maxRssKb: process.resourceUsage().maxRSS,
         ...extra,

@@ -125,6 +125,7 @@ async function main() {
           const what = f
             ? `${f.gbps.toFixed(3)} GB/s, ${f.cpuPerGiB.toFixed(2)} CPU s/GiB` +
               (f.elu !== null ? `, ELU ${(f.elu * 100).toFixed(1)}%` : '') +
+              (f.mainCpuShare !== undefined ? `, main thread CPU ${(f.mainCpuShare * 100).toFixed(1)}%` : '') +
               (f.kpps ? `, ${f.kpps.toFixed(0)} kpps` : '') +
               (f.rttP50Us ? `, RTT p50 ${f.rttP50Us.toFixed(0)} us p99 ${f.rttP99Us.toFixed(0)} us` : '') +
               (f.mbPerSplice !== undefined ? `, ${f.mbPerSplice.toFixed(2)} MB/splice` : '')

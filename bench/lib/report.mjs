@@ -71,13 +71,13 @@ function failures(t) {
 function streamTable(s) {
   const native = s.tools.find((t) => t.tool === 'native');
   const lines = [
-    '| tool | GB/s (min–max) | vs native | CPU s/GiB (min–max) | vs native | main-thread ELU | peak RSS MB | peer CPU share |',
-    '|---|---|---|---|---|---|---|---|',
+    '| tool | GB/s (min–max) | vs native | CPU s/GiB (min–max) | vs native | main-thread ELU | main-thread CPU | peak RSS MB | peer CPU share |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const t of s.tools) {
     const x = t.summary;
     lines.push(`| ${t.tool}${failures(t)} | ${withSpread(x.gbps, 3)} | ${ratio(t, native, 'gbps')} | ` +
-      `${withSpread(x.cpuPerGiB)} | ${ratio(t, native, 'cpuPerGiB')} | ${pct(x.elu)} | ` +
+      `${withSpread(x.cpuPerGiB)} | ${ratio(t, native, 'cpuPerGiB')} | ${pct(x.elu)} | ${pct(x.mainCpuShare)} | ` +
       `${fmt(x.peakRssMB?.median, 0)} | ${pct(x.peerCpuShare)} |`);
   }
   return lines;
@@ -178,8 +178,11 @@ export function goals(results) {
     check(`${sc}: native within 10% of the plain copy (socat, no TLS)`, ratioOf(sc, 'native', 'plain-socat'), 0.9, (v, t) => v >= t);
   }
   for (const s of results.scenarios) {
-    const elu = med(results, s.id, 'native', 'elu');
-    check(`${s.id}: native main-thread ELU < 2%`, elu, 0.02, (v, t) => v < t);
+    // The main thread's CPU share (schedstat), not ELU: ELU has read an idle loop as 98-99% busy
+    // (bench/README.md, "ELU"). Runs from before the main-thread figure fall back to ELU.
+    const main = med(results, s.id, 'native', 'mainCpuShare');
+    if (main !== null) check(`${s.id}: native main-thread CPU < 2%`, main, 0.02, (v, t) => v < t);
+    else check(`${s.id}: native main-thread ELU < 2%`, med(results, s.id, 'native', 'elu'), 0.02, (v, t) => v < t);
     if (s.unit === 'pingpong') continue;
     check(`${s.id}: native CPU/GiB ≤ 0.5× the JS pump's`, ratioOf(s.id, 'native', 'js-pump', 'cpuPerGiB'), 0.5, (v, t) => v <= t);
     check(`${s.id}: native CPU/GiB below socat's`, ratioOf(s.id, 'native', 'socat', 'cpuPerGiB'), 1, (v, t) => v < t);
@@ -212,7 +215,8 @@ export function markdownReport(results) {
     'Throughput: bytes / (last − first byte at the sink) where there is a sink process, else the ' +
     "process's own transfer span (/dev/null; socat: its lifetime). CPU: user+system of the process " +
     'under test (all its threads), per GiB moved. ELU: main-thread event-loop utilisation during the ' +
-    'transfer (Node tools). Peer CPU share: CPU seconds of the TLS peer / transfer seconds (near 100% ' +
+    'transfer (Node tools); main-thread CPU: that thread\'s CPU time over the same span, from the ' +
+    'scheduler (/proc/self/task/<pid>/schedstat), which cannot read an idle thread as busy. Peer CPU share: CPU seconds of the TLS peer / transfer seconds (near 100% ' +
     'means the peer may be the limit).');
   lines.push('');
   for (const s of results.scenarios) {
@@ -246,8 +250,9 @@ export function markdownReport(results) {
     lines.push('');
     lines.push('| goal | measured | target | met |', '|---|---|---|---|');
     for (const x of g) {
-      lines.push(`| ${x.text} | ${x.text.includes('ELU') ? `${(x.value * 100).toFixed(2)}%` : x.value.toFixed(2)} | ` +
-        `${x.text.includes('ELU') ? `${(x.target * 100).toFixed(0)}%` : x.target} | ${x.met ? 'yes' : '**no**'} |`);
+      const share = /ELU|main-thread CPU/.test(x.text);
+      lines.push(`| ${x.text} | ${share ? `${(x.value * 100).toFixed(2)}%` : x.value.toFixed(2)} | ` +
+        `${share ? `${(x.target * 100).toFixed(0)}%` : x.target} | ${x.met ? 'yes' : '**no**'} |`);
     }
     lines.push('');
   }

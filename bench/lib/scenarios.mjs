@@ -33,9 +33,13 @@ export const TOOLS = {
   'plain-c': 'no TLS: C forwarder (benchtool tun-fwd)',
 };
 
+// Node options for the process under test only, e.g. BENCH_NODE_ARGS='--cpu-prof
+// --cpu-prof-dir=/tmp/prof' (NODE_OPTIONS refuses --cpu-prof, and would profile the runner too).
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 // Node under test: bench/case.mjs with `spec`.
 function nodeUnderTest(spec, netns = null) {
-  return new Proc(`case ${spec.scenario}/${spec.tool}`, process.execPath, [CASE, JSON.stringify(spec)],
+  return new Proc(`case ${spec.scenario}/${spec.tool}`, process.execPath, [...NODE_ARGS, CASE, JSON.stringify(spec)],
     { netns, role: 'under-test' });
 }
 

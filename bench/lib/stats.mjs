@@ -39,6 +39,9 @@ export function figures(raw) {
   f.cpuS = raw.cpuS;
   f.cpuPerGiB = raw.cpuS / (raw.bytes / GIB);
   f.elu = raw.kind === 'node' ? raw.elu : null;
+  // The main thread's CPU time over the ELU's span, as a share of it (the scheduler's account:
+  // an idle thread cannot read as busy here, whatever ELU says).
+  if (raw.kind === 'node' && raw.mainCpuShare !== undefined) f.mainCpuShare = raw.mainCpuShare;
   f.peakRssMB = raw.maxRssKb / 1024;
   if (raw.peer) f.peerCpuShare = raw.peer.cpuS / seconds;
   if (raw.packets !== undefined) f.kpps = raw.packets / seconds / 1e3;
@@ -58,7 +61,7 @@ export function figures(raw) {
   return f;
 }
 
-export const FIGURES = ['gbps', 'cpuPerGiB', 'elu', 'peakRssMB', 'peerCpuShare', 'kpps', 'rttP50Us',
+export const FIGURES = ['gbps', 'cpuPerGiB', 'elu', 'mainCpuShare', 'peakRssMB', 'peerCpuShare', 'kpps', 'rttP50Us',
   'rttP99Us', 'cpuUsPerExchange', 'mbPerSplice', 'seconds'];
 
 // All runs of one (scenario, tool) -> { fig: { median, min, max, n } }.
