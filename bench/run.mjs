@@ -15,7 +15,7 @@ import { BENCH_DIR, ROOT, setPinning } from './lib/proc.mjs';
 import { SCENARIOS, TOOLS } from './lib/scenarios.mjs';
 import { figures, summarize } from './lib/stats.mjs';
 import { runMicro } from './lib/micro.mjs';
-import { markdownReport, svgChart } from './lib/report.mjs';
+import { connectionsSvg, hasBulk, hasConnections, markdownReport, svgChart } from './lib/report.mjs';
 
 function parseArgs(argv) {
   const opts = { quick: false, only: null, tools: null, runs: null, micro: true, save: true, pin: false, verbose: false };
@@ -87,8 +87,10 @@ async function main() {
   const quick = opts.quick;
   const runs = opts.runs ?? (quick ? 1 : 3);
   const params = quick
-    ? { bytes: 128 * 2 ** 20, concurrencyBytes: 128 * 2 ** 20, packets: 50000, exchanges: 3000, timeout: 60000 }
-    : { bytes: 2 ** 30, concurrencyBytes: 2 ** 30, packets: 300000, exchanges: 10000, timeout: 180000 };
+    ? { bytes: 128 * 2 ** 20, concurrencyBytes: 128 * 2 ** 20, packets: 50000, exchanges: 3000, timeout: 60000,
+      connSeconds: 2, idleCounts: [500] }
+    : { bytes: 2 ** 30, concurrencyBytes: 2 ** 30, packets: 300000, exchanges: 10000, timeout: 180000,
+      connSeconds: 10, idleCounts: [1000, 5000] };
   const scenarios = SCENARIOS.filter((s) => !opts.only || opts.only.includes(s.id));
   const cases = [];
   for (const s of scenarios) {
@@ -122,7 +124,15 @@ async function main() {
           c.runs.push(run);
           load.samples.push(loadavg()[0]);
           const f = run.figures;
-          const what = f
+          const what = f?.connRate !== undefined
+            ? `${f.connRate.toFixed(0)} new connections/s, ${f.cpuMsPerConn.toFixed(2)} CPU ms/conn` +
+              (f.mainMsPerConn !== null ? ` (main thread ${f.mainMsPerConn.toFixed(2)})` : '') +
+              `, kept-alive ${f.keepAliveRps.toFixed(0)} req/s` +
+              (f.startP50Ms !== undefined ? `, start() p50 ${f.startP50Ms.toFixed(2)} ms p99 ${f.startP99Ms.toFixed(2)} ms` : '') +
+              (f.kbPerIdleA !== undefined ? `, ${f.kbPerIdleA.toFixed(1)} KiB/idle conn @${f.idleA} (${f.fdsA} fds)` : '') +
+              (f.kbPerIdleB !== undefined ? `, ${f.kbPerIdleB.toFixed(1)} KiB @${f.idleB} (${f.fdsB} fds)` : '') +
+              (f.wrkErrors ? `, ${f.wrkErrors} wrk errors` : '')
+            : f
             ? `${f.gbps.toFixed(3)} GB/s, ${f.cpuPerGiB.toFixed(2)} CPU s/GiB` +
               (f.elu !== null ? `, ELU ${(f.elu * 100).toFixed(1)}%` : '') +
               (f.mainCpuShare !== undefined ? `, main thread CPU ${(f.mainCpuShare * 100).toFixed(1)}%` : '') +
@@ -184,13 +194,25 @@ async function main() {
   if (opts.save) {
     const dir = path.join(BENCH_DIR, 'results');
     fs.mkdirSync(dir, { recursive: true });
-    const stamp = results.date.slice(0, 10) + (quick ? '-quick' : '');
+    // A run of some scenarios only (--only) is saved under its own name: it never replaces the
+    // results of a run of all of them.
+    const stamp = results.date.slice(0, 10) + (opts.only?.length ? `-${opts.only.join('+')}` : '') +
+      (quick ? '-quick' : '');
     fs.writeFileSync(path.join(dir, `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
     fs.writeFileSync(path.join(dir, `${stamp}.md`), md);
-    // Quick runs are for development: their chart stays next to their results (gitignored).
-    const svgPath = quick ? path.join(dir, `${stamp}.svg`) : path.join(ROOT, 'docs', 'bench.svg');
-    fs.writeFileSync(svgPath, svgChart(results));
-    console.log(`saved bench/results/${stamp}.json, bench/results/${stamp}.md, ${path.relative(ROOT, svgPath)}`);
+    // Quick runs are for development: their charts stay next to their results (gitignored), and
+    // so does the bulk chart of a run of some scenarios only.
+    const charts = [];
+    if (hasBulk(results)) {
+      charts.push([quick || opts.only ? path.join(dir, `${stamp}.svg`) : path.join(ROOT, 'docs', 'bench.svg'), svgChart(results)]);
+    }
+    if (hasConnections(results)) {
+      charts.push([quick ? path.join(dir, `${stamp}-connections.svg`) : path.join(ROOT, 'docs', 'bench-connections.svg'),
+        connectionsSvg(results)]);
+    }
+    for (const [file, svg] of charts) fs.writeFileSync(file, svg);
+    const svgPath = charts.map(([file]) => path.relative(ROOT, file)).join(', ');
+    console.log(`saved bench/results/${stamp}.json, bench/results/${stamp}.md, ${svgPath}`);
   }
 }
 

@@ -20,6 +20,14 @@ const PEERS = {
   'zero-to-tls': `source: /dev/zero opened by the process under test (the splice engines are stopped once the size went out, the others read exactly the size); TLS peer: ${FAST_PEER} receiving and checking zeros`,
   duplex: `both ways at once, the size each way; near end: \`benchtool source\` and \`benchtool sink\` on FIFOs; far end: ${FAST_PEER} sending the pattern and checking what it gets`,
   bridge: `client: ${FAST_PEER} sending zeros over TLS to the proxy under test; the proxy opens a plain TCP connection to \`benchtool sink --listen\` (checks zeros)`,
+  connections: 'backend: HAProxy in mode http answering `http-request return status 200` (its own process, one thread); ' +
+    'load: `wrk -t1 -c50` over TLS 1.3, first with `Connection: close` (one TLS handshake per request: new connections/s), ' +
+    'then kept alive (requests/s); each terminator sets TCP_NODELAY on both sockets (tls-splice: `spliceTo(..., { engine: \'native\', noDelay: true })` ' +
+    'once the backend connected; plain Node: `tls.createServer` + `net.connect` + `pipe` both ways; HAProxy 2.6: mode tcp, `bind ssl crt`, default threads). ' +
+    'CPU per connection: /proc/<pid>/stat of the terminator (all threads) over the wrk run, per request; main thread: /proc/<pid>/task/<pid>/schedstat. ' +
+    'start(): call to resolve, in the terminator, on a socket whose backend already connected. Idle: a separate Node client opens that many TLS ' +
+    'connections (64 handshakes at a time) and holds them; RSS growth of the terminator over its own figure after a warm-up of 100 opened and closed, ' +
+    'per connection, and its open fds. A fresh terminator for the idle phase',
   pps: "peer: `benchtool pkt-peer` (C, OpenSSL; records sealed in batches, large writes) sends UDP packets (wrong checksum, so the kernel drops them silently) one record each; timed by the peer from its first write until the TUN's rx_packets counted them all; in a private network namespace",
   pingpong: 'peer: `benchtool pkt-peer` sends an ICMP echo request, the kernel behind the TUN answers, the peer waits for the reply; 1,400 B each way, one exchange at a time; RTT measured by the peer',
 };
@@ -36,6 +44,7 @@ const SHORT = {
   'concurrency-16': '16 splices at once',
   'concurrency-256': '256 splices at once',
   'concurrency-16-x4': '16 splices, 4× the bytes each',
+  connections: 'TLS terminator, wrk -c 50',
 };
 
 function fmt(x, digits = 2) {
@@ -129,6 +138,36 @@ function concurrencyTable(s) {
   return lines;
 }
 
+// The connections scenario: tls-splice against plain Node and HAProxy, ratios against both.
+function connectionsTable(s) {
+  const by = (tool) => s.tools.find((t) => t.tool === tool);
+  const node = by('js-pump');
+  const haproxy = by('haproxy');
+  const r = (t, ref, key) => (t === ref ? '—' : ratio(t, ref, key));
+  const levelA = s.tools.map((t) => t.summary.idleA?.median).find(Boolean);
+  const levelB = s.tools.map((t) => t.summary.idleB?.median).find(Boolean);
+  const name = { native: 'tls-splice', 'js-pump': 'plain Node', haproxy: 'HAProxy' };
+  const lines = [
+    '| terminator | new connections/s (min–max) | vs plain Node | vs HAProxy | CPU ms per connection | ' +
+      'main-thread ms per connection | kept-alive requests/s | vs plain Node | vs HAProxy | ' +
+      `main-thread ms per connection while ${levelA ?? '?'} idle ones open | start() p50 / p99 ms under wrk | ` +
+      `start() p50 / p99 ms, idle opens | KiB per idle connection at ${levelA ?? '?'} (fds)` +
+      `${levelB ? ` | KiB per idle connection at ${levelB} (fds)` : ''} |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|${levelB ? '---|' : ''}`,
+  ];
+  for (const t of s.tools) {
+    const x = t.summary;
+    const pair = (a, b) => (a ? `${fmt(a.median, 2)} / ${fmt(b?.median, 2)}` : '—');
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${withSpread(x.connRate, 0)} | ${r(t, node, 'connRate')} | ` +
+      `${r(t, haproxy, 'connRate')} | ${withSpread(x.cpuMsPerConn, 2)} | ${withSpread(x.mainMsPerConn, 2)} | ` +
+      `${withSpread(x.keepAliveRps, 0)} | ${r(t, node, 'keepAliveRps')} | ${r(t, haproxy, 'keepAliveRps')} | ` +
+      `${withSpread(x.setupMainMsPerConn, 2)} | ${pair(x.startP50Ms, x.startP99Ms)} | ` +
+      `${pair(x.idleStartP50Ms, x.idleStartP99Ms)} | ${fmt(x.kbPerIdleA?.median, 1)} (${fmt(x.fdsA?.median, 0)})` +
+      `${levelB ? ` | ${fmt(x.kbPerIdleB?.median, 1)} (${fmt(x.fdsB?.median, 0)})` : ''} |`);
+  }
+  return lines;
+}
+
 function microTable(micro) {
   const lines = [
     '| suite | size | op | native record layer ns (GB/s) | node:crypto ns (GB/s) | vs native | binding.openRecord ns | openssl speed -evp -aead ns (GB/s) | vs native | openssl speed -evp, streaming ns (GB/s) |',
@@ -194,6 +233,35 @@ export function goals(results) {
   return out;
 }
 
+// Issue 11's goals for the connections scenario, against this run's medians.
+export function connectionGoals(results) {
+  const out = [];
+  const get = (tool, key) => med(results, 'connections', tool, key);
+  const check = (text, value, target, ok, unit = '') => {
+    if (value === null || !Number.isFinite(value)) return;
+    out.push({ text, value, target, met: ok(value, target), unit });
+  };
+  const rate = get('native', 'connRate');
+  const nodeRate = get('js-pump', 'connRate');
+  if (rate !== null && nodeRate) {
+    check('new connections/s ≥ 1.0× plain Node', rate / nodeRate, 1.0, (v, t) => v >= t, '×');
+    check('new connections/s ≥ 0.9× plain Node (at least)', rate / nodeRate, 0.9, (v, t) => v >= t, '×');
+  }
+  const main = get('native', 'mainMsPerConn');
+  const nodeMain = get('js-pump', 'mainMsPerConn');
+  if (main !== null && nodeMain) check('main-thread ms per connection ≤ 1.2× plain Node', main / nodeMain, 1.2, (v, t) => v <= t, '×');
+  check('start() p50 ≤ 0.5 ms (idle opens)', get('native', 'idleStartP50Ms'), 0.5, (v, t) => v <= t, ' ms');
+  for (const key of ['kbPerIdleA', 'kbPerIdleB']) {
+    const n = get('native', key === 'kbPerIdleA' ? 'idleA' : 'idleB');
+    const kb = get('native', key);
+    if (n === null) continue;
+    check(`RSS per idle splice ≤ 24 KiB (at ${n})`, kb, 24, (v, t) => v <= t, ' KiB');
+    const nodeKb = get('js-pump', key);
+    if (nodeKb !== null) check(`RSS per idle splice under plain Node's (at ${n})`, kb, nodeKb, (v, t) => v < t, ' KiB');
+  }
+  return out;
+}
+
 export function markdownReport(results) {
   const m = results.machine;
   const lines = [];
@@ -226,6 +294,7 @@ export function markdownReport(results) {
     if (s.unit === 'pps') lines.push(...ppsTable(s));
     else if (s.unit === 'pingpong') lines.push(...pingpongTable(s));
     else if (s.unit === 'concurrency') lines.push(...concurrencyTable(s));
+    else if (s.unit === 'connections') lines.push(...connectionsTable(s));
     else lines.push(...streamTable(s));
     const errors = s.tools.flatMap((t) => (t.summary.errors ?? []).map((e) => `${t.tool}: ${e.split('\n')[0]}`));
     if (errors.length) lines.push('', ...errors.map((e) => `- failed: ${e}`));
@@ -242,6 +311,16 @@ export function markdownReport(results) {
       '`openssl speed -evp`: the streaming cipher with no per-record work, an upper bound.');
     lines.push('');
     lines.push(...microTable(results.micro));
+    lines.push('');
+  }
+  const cg = connectionGoals(results);
+  if (cg.length) {
+    lines.push('## Goals of issue 11 (connections), against this run\'s medians');
+    lines.push('');
+    lines.push('| goal | measured | target | met |', '|---|---|---|---|');
+    for (const x of cg) {
+      lines.push(`| ${x.text} | ${x.value.toFixed(2)}${x.unit} | ${fmt(x.target, 2)}${x.unit} | ${x.met ? 'yes' : '**no**'} |`);
+    }
     lines.push('');
   }
   const g = goals(results);
@@ -272,8 +351,70 @@ function niceMax(x) {
   return 10 * p;
 }
 
+export function hasBulk(results) {
+  return results.scenarios.some((s) => s.unit !== 'connections');
+}
+
+export function hasConnections(results) {
+  return results.scenarios.some((s) => s.unit === 'connections' && s.tools.some((t) => t.summary.connRate));
+}
+
+// The connections scenario's chart: new connections/s and kept-alive requests/s (higher is
+// better), and CPU and main-thread ms per new connection (lower is better), per terminator.
+export function connectionsSvg(results) {
+  const s = results.scenarios.find((x) => x.unit === 'connections');
+  const tools = s.tools.filter((t) => t.summary.connRate);
+  const name = { native: 'tls-splice', 'js-pump': 'plain Node', haproxy: 'HAProxy' };
+  const color = { native: TOOL_COLORS.native, 'js-pump': TOOL_COLORS['js-pump'], haproxy: '#d62728' };
+  const panels = [
+    { key: 'connRate', title: 'New connections/s, Connection: close (higher is better)', digits: 0 },
+    { key: 'keepAliveRps', title: 'Requests/s on kept-alive connections (higher is better)', digits: 0 },
+    { key: 'cpuMsPerConn', title: 'CPU ms per new connection, all threads (lower is better)', digits: 2 },
+    { key: 'mainMsPerConn', title: 'Main-thread CPU ms per new connection (lower is better)', digits: 2 },
+  ];
+  const barH = 16;
+  const panelW = 300;
+  const labelW = 90;
+  const colW = labelW + panelW + 70;
+  const left = 10;
+  const top = 60;
+  const panelH = tools.length * barH + 40;
+  const width = left + 2 * colW;
+  const height = top + 2 * panelH + 20;
+  const out = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif" font-size="11">`);
+  out.push(`<rect width="${width}" height="${height}" fill="#fff"/>`);
+  out.push(`<text x="${left}" y="18" font-size="14" font-weight="bold">${esc(`A TLS terminator in front of a plain HTTP backend, wrk -c 50 — ${results.date.slice(0, 10)} (${results.mode}, median of ${results.runs}; whiskers: min–max)`)}</text>`);
+  const m = results.machine;
+  out.push(`<text x="${left}" y="34" fill="#555">${esc(`${m.nproc} × ${m.cpu}, Linux ${m.kernel}, Node ${m.node}; tls-splice: createServer + spliceTo (native), plain Node: tls.createServer + pipe, HAProxy 2.6: mode tcp, bind ssl`)}</text>`);
+  panels.forEach((p, i) => {
+    const x0 = left + (i % 2) * colW + labelW;
+    const y0 = top + Math.floor(i / 2) * panelH;
+    const vals = tools.map((t) => t.summary[p.key]).filter(Boolean);
+    const max = niceMax(Math.max(...vals.map((v) => v.max ?? v.median)));
+    out.push(`<text x="${x0 - labelW}" y="${y0}" font-weight="bold">${esc(p.title)}</text>`);
+    tools.forEach((t, j) => {
+      const v = t.summary[p.key];
+      const by = y0 + 8 + j * barH;
+      out.push(`<text x="${x0 - 6}" y="${by + barH - 5}" text-anchor="end" fill="#333">${esc(name[t.tool] ?? t.tool)}</text>`);
+      if (!v) {
+        out.push(`<text x="${x0 + 4}" y="${by + barH - 5}" fill="#999">n/a</text>`);
+        return;
+      }
+      const w = (x) => Math.max(0.5, Math.min(panelW, (x / max) * panelW));
+      out.push(`<rect x="${x0}" y="${by}" width="${w(v.median).toFixed(1)}" height="${barH - 4}" fill="${color[t.tool] ?? '#333'}"/>`);
+      if (v.n > 1) {
+        out.push(`<line x1="${(x0 + w(v.min)).toFixed(1)}" x2="${(x0 + w(v.max)).toFixed(1)}" y1="${by + (barH - 4) / 2}" y2="${by + (barH - 4) / 2}" stroke="#000"/>`);
+      }
+      out.push(`<text x="${(x0 + w(Math.max(v.median, v.max ?? 0)) + 4).toFixed(1)}" y="${by + barH - 5}" fill="#333">${fmt(v.median, p.digits)}</text>`);
+    });
+  });
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
 export function svgChart(results) {
-  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong');
+  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong' && s.unit !== 'connections');
   const tools = [...new Set(scenarios.flatMap((s) => s.tools.map((t) => t.tool)))];
   const barH = 11;
   const gap = 10;

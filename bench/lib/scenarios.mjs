@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { connections } from './connections.mjs';
 import {
   BENCHTOOL, BENCH_DIR, Proc, ROOT, createNetns, delay, deleteNetns, freePort, mkfifo, quote,
   readJson, readJsonIfAny, shell, waitJson, waitListening,
@@ -31,6 +32,7 @@ export const TOOLS = {
   'plain-node': 'no TLS: Node stream.pipeline over TCP',
   'plain-socat': 'no TLS: socat over TCP',
   'plain-c': 'no TLS: C forwarder (benchtool tun-fwd)',
+  haproxy: 'HAProxy 2.6 (mode tcp, bind ssl): a C TLS terminator, the reference',
 };
 
 // Node options for the process under test only, e.g. BENCH_NODE_ARGS='--cpu-prof
@@ -444,4 +446,5 @@ export const SCENARIOS = [
   concurrencyScenario(16),
   concurrencyScenario(256),
   concurrencyScenario(16, { scale: 4, tools: ['native', 'js-engine'] }),
+  connections,
 ];

@@ -1,4 +1,5 @@
 // Figures from raw case results, and their median and spread over repeats.
+import { CONNECTION_FIGURES, connectionFigures } from './connections.mjs';
 
 export const GIB = 2 ** 30;
 
@@ -21,6 +22,7 @@ function ns(value) {
 
 // One run of one case -> the figures reported.
 export function figures(raw) {
+  if (raw.kind === 'connections') return connectionFigures(raw);
   const f = { bytes: raw.bytes };
   // The transfer time: from the first to the last byte at the sink when there is one (measured
   // outside the process under test, the same way for every tool); else the process's own span.
@@ -62,7 +64,7 @@ export function figures(raw) {
 }
 
 export const FIGURES = ['gbps', 'cpuPerGiB', 'elu', 'mainCpuShare', 'peakRssMB', 'peerCpuShare', 'kpps', 'rttP50Us',
-  'rttP99Us', 'cpuUsPerExchange', 'mbPerSplice', 'seconds'];
+  'rttP99Us', 'cpuUsPerExchange', 'mbPerSplice', 'seconds', ...CONNECTION_FIGURES];
 
 // All runs of one (scenario, tool) -> { fig: { median, min, max, n } }.
 export function summarize(runs) {
