@@ -224,12 +224,30 @@ async function idlePhase(term, counts, timeout) {
   }
 }
 
+// The Debian package of each program this scenario runs, for the error when one is missing.
+const NEEDS = { haproxy: 'haproxy', wrk: 'wrk' };
+
+function requirePrograms() {
+  for (const [program, pkg] of Object.entries(NEEDS)) {
+    const found = (process.env.PATH ?? '').split(':').some((dir) => {
+      try {
+        fs.accessSync(path.join(dir, program), fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    if (!found) throw new Error(`${program} is not installed: apt-get install ${pkg}`);
+  }
+}
+
 export const connections = {
   id: 'connections',
   title: 'connections: a TLS terminator in front of a plain HTTP backend (wrk -c 50)',
   unit: 'connections',
   tools: CONNECTION_TOOLS,
   async run(tool, { connSeconds, idleCounts, tmp, timeout }) {
+    requirePrograms();
     const backendPort = freePort();
     const backend = haproxyBackend(tmp, backendPort);
     const procs = [backend];
