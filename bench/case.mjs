@@ -22,9 +22,11 @@ const { connect, createServer, openTun, spliceTo } = await import(
 
 // The first performance.eventLoopUtilization() of a fresh process, taken while the loop then sits
 // in one long poll (the bridge case: taken in the connection callback, the loop then idles for
-// the whole native transfer), read that idle loop as 98-99% busy in 3 of 4 quick runs: the idle
-// time of that poll was not counted against the baseline. One call here, before any I/O, makes
-// every later baseline an ordinary one (0.5-1% in 5 of 5 runs; bench/README.md, "ELU").
+// the whole native transfer), read that idle loop as 98-100% busy in 3 of 4 quick runs. Taking
+// one here, before any I/O, made it rarer but did not remove it: 7 of 25 runs of the bridge's
+// native case after (main thread sampled inside epoll_pwait, 2-3 voluntary context switches over
+// the transfer: the loop sleeps, and its idle time is not credited). Hence mainCpuS below, which
+// the main-thread figures use (bench/README.md, "ELU").
 performance.eventLoopUtilization();
 
 const spec = JSON.parse(process.argv[2]);
