@@ -207,7 +207,7 @@ async function main() {
       charts.push([quick || opts.only ? path.join(dir, `${stamp}.svg`) : path.join(ROOT, 'docs', 'bench.svg'), svgChart(results)]);
     }
     if (hasConnections(results)) {
-      charts.push([quick ? path.join(dir, `${stamp}-connections.svg`) : path.join(ROOT, 'docs', 'bench-connections.svg'),
+      charts.push([quick ? path.join(dir, `${stamp}.connections.svg`) : path.join(ROOT, 'docs', 'bench-connections.svg'),
         connectionsSvg(results)]);
     }
     for (const [file, svg] of charts) fs.writeFileSync(file, svg);
