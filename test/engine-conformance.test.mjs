@@ -338,8 +338,8 @@ for (const engine of ENGINES) {
     }
   });
 
-  test(`${engine}: abort: the target got exactly stats.bytesIn bytes, a prefix of the peer's, ` +
-       'and nothing is counted twice', { timeout: 60000 }, async () => {
+  test(`${engine}: abort: the target got a prefix of the peer's stream, at least stats.bytesIn ` +
+       'and at most bytesIn + undeliveredIn bytes', { timeout: 60000 }, async () => {
     const s = await session('TLSv1.3');
     const [fd, testFd] = socketPair();
     // The test's end does not read until after the abort: the engine holds what does not fit.
@@ -359,8 +359,12 @@ for (const engine of ENGINES) {
       const ended = once(far, 'end');
       far.resume();
       await withTimeout(ended, WAIT, 'EOF at the far end');
+      // bytesIn counts what the target took; a write the kernel took only in part when the
+      // engine closed is in undeliveredIn (the JS engine learns nothing of partial writes).
       const got = Buffer.concat(chunks);
-      assert.equal(got.length, end.stats.bytesIn, 'bytes at the target vs stats.bytesIn');
+      assert.ok(got.length >= end.stats.bytesIn && got.length <= end.stats.bytesIn + end.undeliveredIn,
+        `the target got ${got.length} bytes, bytesIn ${end.stats.bytesIn}, ` +
+        `undeliveredIn ${end.undeliveredIn}`);
       assertBytes(got, IN.subarray(0, got.length), 'the prefix at the target');
       assert.ok(end.stats.bytesIn + end.undeliveredIn <= IN.length);
     } finally {
