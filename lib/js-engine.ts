@@ -219,7 +219,12 @@ class SocketSink implements Sink {
     socket.allowHalfOpen = true;
   }
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
-    return this.socket.write(chunk, done);
+    // Node calls a write back without an error when the socket was destroyed meanwhile, also for
+    // a write the close cancelled (stream_base_commons onWriteComplete): how much of it reached the
+    // fd is unknown then, so it is not reported as written (stats.bytesIn stays a lower bound).
+    return this.socket.write(chunk, (err) => {
+      done(err ?? (this.socket.destroyed ? writeCancelled() : null));
+    });
   }
   once(_event: 'drain', listener: () => void): void {
     this.socket.once('drain', listener);
@@ -286,6 +291,8 @@ export class JsEngine implements Engine {
   private peerEofWithoutCloseNotify = false;
   private watchingTransport = false;
   private transportEof: 'after-tls-end' | 'before-tls-end' | null = null;
+  // Bytes of an incomplete record the peer's TCP ended inside (they never reached OpenSSL).
+  private partialRecordAtEof = 0;
   private unwatchTransport: (() => void) | null = null;
   private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
 
@@ -414,6 +421,7 @@ export class JsEngine implements Engine {
     this.watchingTransport = true;
     this.unwatchTransport = beforeTransportEof(tap, () => {
       this.transportEof = readableEndPushed(this.tlsSocket) ? 'after-tls-end' : 'before-tls-end';
+      this.partialRecordAtEof = tap.inPartialLength;
     });
   }
 
@@ -434,11 +442,19 @@ export class JsEngine implements Engine {
     if (this.peerEnded || this.closed) return;
     this.peerEnded = true;
     const how = this.classifyPeerClose();
+    debug('js engine: the peer ended its side (%s)', how);
+    if (how === 'eof' && this.partialRecordAtEof > 0) {
+      // As natively: a TCP end inside a record is an error, not a truncation at a record
+      // boundary (and sets neither end flag). What was opened before it reaches the target first.
+      this.failAfterFlush(Object.assign(
+        new Error("the peer's TCP stream ended inside a TLS record"),
+        { code: 'ERR_TLS_SPLICE_TRUNCATED_RECORD' }), { unreadCiphertext: this.partialRecordAtEof });
+      return;
+    }
     // A clean end is never claimed without proof: unknown counts as a TCP end without
     // close_notify (docs/ENGINE-CONTRACT.md).
     if (how === 'close_notify') this.closeNotifyReceived = true;
     else this.peerEofWithoutCloseNotify = true;
-    debug('js engine: the peer ended its side (%s)', how);
     if (this.options.direction === 'out') {
       this.inDone = true;
       this.maybeClose();
@@ -610,7 +626,8 @@ export class JsEngine implements Engine {
     let ok: boolean;
     if (framing.framing === 'stream') {
       ok = this.tlsSocket.write(chunk, (err) => {
-        if (!err) this.counters.bytesOut += chunk.length;
+        // As in SocketSink.write: a callback after destroy() proves nothing was sent.
+        if (!err && !this.tlsSocket.destroyed) this.counters.bytesOut += chunk.length;
       });
     } else {
       const infoLength = framing.packetInfo === 'none' ? 0 : PACKET_INFO_LENGTH;
@@ -658,7 +675,7 @@ export class JsEngine implements Engine {
     this.packetInFlight = true;
     this.tlsSocket.write(next.unit, (err) => {
       this.packetInFlight = false;
-      if (err) return;
+      if (err || this.tlsSocket.destroyed) return;
       this.counters.bytesOut += next.length;
       this.counters.packetsOut++;
       if (this.packetQueue.length < PACKET_QUEUE_LIMIT / 2 && this.packetQueueDrained) {
@@ -709,21 +726,22 @@ export class JsEngine implements Engine {
 
   // As in the native engine, the whole packets cut before bad bytes still reach the fd; then the
   // splice fails. Nothing more is read from the peer meanwhile.
-  private failAfterFlush(err: Error): void {
+  private failAfterFlush(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed || this.framingFailure) return;
     this.framingFailure = err;
     this.tlsSocket.pause();
     this.tlsSocket.removeListener('data', this.onTlsData);
-    if (this.sink) this.sink.flushed(() => this.fail(err)); else this.fail(err);
+    if (this.sink) this.sink.flushed(() => this.fail(err, extra)); else this.fail(err, extra);
   }
 
-  private fail(err: Error): void {
+  private fail(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed) return;
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL';
     this.close(endInfo('error', this.endFlags({
       code, detail: err.message, cause: err,
       undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
       undeliveredOut: this.unsentOut(),
+      ...extra,
     })));
   }
 
@@ -782,6 +800,11 @@ function unexpectedData(): Error {
 function connectionClosed(): Error {
   return Object.assign(new Error('the TLS connection closed before both directions ended'),
     { code: 'ECONNRESET' });
+}
+
+function writeCancelled(): Error {
+  return Object.assign(new Error('the write was cancelled when the splice closed'),
+    { code: 'ECANCELED' });
 }
 
 function noop(): void {}

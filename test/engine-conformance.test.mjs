@@ -15,10 +15,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import tls from 'node:tls';
 
 import { spliceTo } from '../esm/index.mjs';
 import { binding } from '../dist/binding.js';
 import { bridgedServer } from './helpers/bridged-peer.mjs';
+import { FIXTURES } from './helpers/peers.mjs';
 import { prngBytes, sha256 } from './helpers/data.mjs';
 import { ourClient, pipe, socketPair, userSide, withTimeout } from './helpers/splice-env.mjs';
 
@@ -188,6 +190,81 @@ for (const engine of ENGINES) {
       assertBytes(Buffer.concat(chunks), IN, 'peer -> far end');
     } finally {
       backend.destroy();
+      far.destroy();
+      backendServer.close();
+      await s.dispose();
+    }
+  });
+
+  test(`${engine}: TCP FIN inside a record: ERR_TLS_SPLICE_TRUNCATED_RECORD after everything ` +
+       'before it reached the target', { timeout: 60000 }, async () => {
+    const s = await session('TLSv1.3');
+    const [fd, testFd] = socketPair();
+    const user = userSide(testFd);
+    try {
+      const handle = await started(s.socket, fd, { engine });
+      const IN = prngBytes(`partial in ${engine}`, IN_LENGTH);
+      await s.peer.send(IN);
+      await withTimeout(user.waitFor(IN.length), WAIT, "the peer's bytes at the target");
+      // The first 15 bytes of an application_data record announcing 100: then TCP ends.
+      const partial = Buffer.concat([Buffer.from([23, 3, 3, 0, 100]), Buffer.alloc(10)]);
+      await new Promise((resolve) => s.peer.raw.write(partial, resolve));
+      await s.peer.truncate();
+      const end = await withTimeout(handle.closed, WAIT, 'closed');
+      assert.equal(end.error?.code, 'ERR_TLS_SPLICE_TRUNCATED_RECORD');
+      assertEnd(end, {
+        reason: 'error', closeNotifyReceived: false, peerEofWithoutCloseNotify: false,
+        undeliveredIn: 0, unreadCiphertext: partial.length,
+      });
+      assertBytes(user.received, IN, 'peer -> target');
+      assert.equal(nonBlocking(fd), false, "O_NONBLOCK left set on the user's fd");
+    } finally {
+      closeQuietly(fd);
+      user.socket.destroy();
+      await s.dispose();
+    }
+  });
+
+  test(`${engine}: onTruncation 'reset' with a TCP fd target: the reset goes out when the user ` +
+       'closes the last descriptor', { timeout: 60000 }, async () => {
+    const s = await session('TLSv1.3');
+    const backendServer = net.createServer();
+    await new Promise((resolve) => backendServer.listen(0, '127.0.0.1', resolve));
+    const backend = net.connect(backendServer.address().port, '127.0.0.1');
+    const [far] = await once(backendServer, 'connection');
+    await once(backend, 'connect');
+    // The user's fd: a duplicate of the connection's, with Node's socket gone.
+    const fd = binding.dupFd(backend._handle.fd);
+    backend.destroy();
+    // Node made the description non-blocking; that is what the splice must leave.
+    const originallyNonBlocking = nonBlocking(fd);
+    const chunks = [];
+    let farLength = 0;
+    far.on('data', (chunk) => {
+      chunks.push(chunk);
+      farLength += chunk.length;
+    });
+    const farOutcome = new Promise((resolve) => {
+      far.once('end', () => resolve('EOF'));
+      far.once('error', (err) => resolve(err.code));
+    });
+    try {
+      const handle = await started(s.socket, fd, { engine, onTruncation: 'reset' });
+      const IN = prngBytes(`reset fd in ${engine}`, IN_LENGTH);
+      await s.peer.send(IN);
+      await until(() => farLength >= IN.length, 'the peer\'s bytes at the far end');
+      await s.peer.truncate();
+      const end = await withTimeout(handle.closed, WAIT, 'closed');
+      assertEnd(end, {
+        reason: 'end', closeNotifyReceived: false, peerEofWithoutCloseNotify: true,
+        undeliveredIn: 0,
+      });
+      assert.equal(nonBlocking(fd), originallyNonBlocking, "O_NONBLOCK not as it was");
+      fs.closeSync(fd);
+      assert.equal(await withTimeout(farOutcome, WAIT, 'the far end\'s outcome'), 'ECONNRESET');
+      assertBytes(Buffer.concat(chunks), IN, 'peer -> far end');
+    } finally {
+      closeQuietly(fd);
       far.destroy();
       backendServer.close();
       await s.dispose();
@@ -374,3 +451,41 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+// Not a conformance case (the native engine cannot take an untapped socket): the JS engine's rule
+// for an end it cannot classify (docs/ENGINE-CONTRACT.md). Node's TLS layer reads the TCP handle
+// of a plain tls.connect() socket directly, so even a real close_notify cannot be seen: it is
+// reported as an end without close_notify, never as a clean end.
+test("js: a TLSSocket not created by tls-splice: even a close_notify is reported as " +
+     'peerEofWithoutCloseNotify, the rule for an end it cannot classify', { timeout: 60000 }, async () => {
+  const server = await bridgedServer({ minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
+  const socket = tls.connect({
+    host: '127.0.0.1', port: server.port, servername: 'localhost', ca: fs.readFileSync(FIXTURES.ca),
+  });
+  await withTimeout(once(socket, 'secureConnect'), WAIT, 'the handshake');
+  const peer = await server.nextPeer();
+  await withTimeout(peer.secure, WAIT, "the peer's handshake");
+  const [fd, testFd] = socketPair();
+  const user = userSide(testFd);
+  try {
+    const handle = await started(socket, fd, { engine: 'js' });
+    const IN = prngBytes('untapped in', IN_LENGTH);
+    await peer.send(IN);
+    peer.close();
+    await withTimeout(user.waitForEnd(), WAIT, 'EOF at the target');
+    assertBytes(user.received, IN, 'peer -> target');
+    user.socket.end();
+    await withTimeout(peer.ended, WAIT, 'our close_notify at the peer');
+    const end = await withTimeout(handle.closed, WAIT, 'closed');
+    assertEnd(end, {
+      reason: 'end', closeNotifyReceived: false, closeNotifySent: true,
+      peerEofWithoutCloseNotify: true,
+    });
+    assert.equal(nonBlocking(fd), false, "O_NONBLOCK left set on the user's fd");
+  } finally {
+    closeQuietly(fd);
+    user.socket.destroy();
+    socket.destroy();
+    await server.close();
+  }
+});
