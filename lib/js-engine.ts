@@ -304,9 +304,27 @@ export class JsEngine implements Engine {
   ) {}
 
   start(): void {
+    this.takeFds();
+    try {
+      this.startPumps();
+    } catch (err) {
+      // Nothing may stay behind a start that failed: our sockets, streams and duplicates go, and
+      // the user's flags are put back (the TLSSocket is the handle's to report on).
+      this.unwatchTransport?.();
+      for (const socket of this.ownedSockets) {
+        socket.on('error', noop);
+        socket.destroy();
+      }
+      for (const stream of this.ownedStreams) stream.destroy();
+      if (this.sink instanceof FdWriter) this.sink.destroy();
+      for (const owned of new Set([this.readOwned, this.writeOwned])) owned?.restoreAndClose();
+      throw err;
+    }
+  }
+
+  private startPumps(): void {
     const { direction } = this.options;
     const tlsSocket = this.tlsSocket;
-    this.takeFds();
     this.watchTransport();
     // Half-close is part of the splice's contract: the peer ending must not end our side.
     tlsSocket.allowHalfOpen = true;
