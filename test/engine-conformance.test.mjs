@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 import tls from 'node:tls';
 
 import { spliceTo } from '../esm/index.mjs';
@@ -22,6 +22,7 @@ import { binding } from '../dist/binding.js';
 import { bridgedServer } from './helpers/bridged-peer.mjs';
 import { FIXTURES } from './helpers/peers.mjs';
 import { prngBytes, sha256 } from './helpers/data.mjs';
+import { assertFdsBack, fdCount } from './helpers/resources.mjs';
 import { ourClient, pipe, socketPair, userSide, withTimeout } from './helpers/splice-env.mjs';
 
 const ENGINES = ['native', 'js'];
@@ -87,13 +88,30 @@ function assertBytes(got, want, what) {
   assert.equal(sha256(got), sha256(want), `${what}: SHA-256`);
 }
 
+// The native engine's I/O threads and their fds start with the first native splice and stay for
+// the process: start them before any fd count is taken.
+before(async () => {
+  const s = await session('TLSv1.3');
+  const [fd, testFd] = socketPair();
+  try {
+    const handle = await started(s.socket, fd, { engine: 'native' });
+    await handle.stop({ graceful: false });
+  } finally {
+    closeQuietly(fd);
+    closeQuietly(testFd);
+    await s.dispose();
+  }
+});
+
 for (const engine of ENGINES) {
   for (const version of VERSIONS) {
     test(`${engine} ${version}: close_notify both ways: bytes both ways, EOF at the target after ` +
-         'everything, clean end flags, O_NONBLOCK restored', { timeout: 60000 }, async () => {
+         'everything, clean end flags, O_NONBLOCK restored, no fd kept', { timeout: 60000 }, async () => {
+      const baseline = fdCount();
       const s = await session(version);
       const [fd, testFd] = socketPair();
       const user = userSide(testFd);
+      let disposed = false;
       try {
         assert.equal(nonBlocking(fd), false);
         const handle = await started(s.socket, fd, { engine });
@@ -116,10 +134,18 @@ for (const engine of ENGINES) {
         assert.equal(end.stats.bytesIn, IN.length);
         assert.equal(end.stats.bytesOut, OUT.length);
         assert.equal(nonBlocking(fd), false, "O_NONBLOCK left set on the user's fd");
-      } finally {
-        closeQuietly(fd);
+        // Nothing of the engine's is left once `closed` settled and the user closed theirs.
+        fs.closeSync(fd);
         user.socket.destroy();
         await s.dispose();
+        disposed = true;
+        await assertFdsBack(baseline, `${engine} after the splice`);
+      } finally {
+        if (!disposed) {
+          closeQuietly(fd);
+          user.socket.destroy();
+          await s.dispose();
+        }
       }
     });
 
