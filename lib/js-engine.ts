@@ -45,6 +45,14 @@ function beforeTransportEof(transport: Duplex, listener: () => void): () => void
   return () => transport.removeListener('end', listener);
 }
 
+// node-internal: Node calls a stream write back without an error when the stream was destroyed
+// meanwhile, also for a write the close cancelled (stream_base_commons onWriteComplete), so such a
+// callback proves nothing about what reached the fd.
+function writeCallbackProvesWrite(stream: { destroyed: boolean }, err: Error | null | undefined):
+    boolean {
+  return !err && !stream.destroyed;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 export type TruncationPolicy = 'end' | 'reset';
@@ -219,11 +227,10 @@ class SocketSink implements Sink {
     socket.allowHalfOpen = true;
   }
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
-    // Node calls a write back without an error when the socket was destroyed meanwhile, also for
-    // a write the close cancelled (stream_base_commons onWriteComplete): how much of it reached the
-    // fd is unknown then, so it is not reported as written (stats.bytesIn stays a lower bound).
+    // A write called back after destroy() may have reached the fd in part or not at all: it is
+    // not reported as written (stats.bytesIn stays a lower bound).
     return this.socket.write(chunk, (err) => {
-      done(err ?? (this.socket.destroyed ? writeCancelled() : null));
+      done(writeCallbackProvesWrite(this.socket, err) ? null : err ?? writeCancelled());
     });
   }
   once(_event: 'drain', listener: () => void): void {
@@ -644,8 +651,7 @@ export class JsEngine implements Engine {
     let ok: boolean;
     if (framing.framing === 'stream') {
       ok = this.tlsSocket.write(chunk, (err) => {
-        // As in SocketSink.write: a callback after destroy() proves nothing was sent.
-        if (!err && !this.tlsSocket.destroyed) this.counters.bytesOut += chunk.length;
+        if (writeCallbackProvesWrite(this.tlsSocket, err)) this.counters.bytesOut += chunk.length;
       });
     } else {
       const infoLength = framing.packetInfo === 'none' ? 0 : PACKET_INFO_LENGTH;
@@ -693,7 +699,7 @@ export class JsEngine implements Engine {
     this.packetInFlight = true;
     this.tlsSocket.write(next.unit, (err) => {
       this.packetInFlight = false;
-      if (err || this.tlsSocket.destroyed) return;
+      if (!writeCallbackProvesWrite(this.tlsSocket, err)) return;
       this.counters.bytesOut += next.length;
       this.counters.packetsOut++;
       if (this.packetQueue.length < PACKET_QUEUE_LIMIT / 2 && this.packetQueueDrained) {
