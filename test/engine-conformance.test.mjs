@@ -20,10 +20,12 @@ import tls from 'node:tls';
 import { spliceTo } from '../esm/index.mjs';
 import { binding } from '../dist/binding.js';
 import { bridgedServer } from './helpers/bridged-peer.mjs';
-import { FIXTURES } from './helpers/peers.mjs';
+import { FIXTURES, opensslClient } from './helpers/peers.mjs';
 import { prngBytes, sha256 } from './helpers/data.mjs';
 import { assertFdsBack, fdCount } from './helpers/resources.mjs';
-import { ourClient, pipe, socketPair, userSide, withTimeout } from './helpers/splice-env.mjs';
+import {
+  ourClient, ourServer, pipe, socketPair, userSide, withTimeout,
+} from './helpers/splice-env.mjs';
 
 const ENGINES = ['native', 'js'];
 const VERSIONS = ['TLSv1.3', 'TLSv1.2'];
@@ -181,6 +183,39 @@ for (const engine of ENGINES) {
       }
     });
   }
+
+  test(`${engine}: another TLS stack cut off: openssl s_client killed after sending, EOF at the ` +
+       'target after everything, peerEofWithoutCloseNotify', { timeout: 60000 }, async () => {
+    // TLS 1.2: no post-handshake records from our side that s_client might leave unread (a close
+    // with unread data would be a reset, not the FIN this case is about).
+    const ours = await ourServer({ minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
+    const { peer } = await opensslClient({ port: ours.port, version: 'TLSv1.2' });
+    const [fd, testFd] = socketPair();
+    const user = userSide(testFd);
+    try {
+      const socket = await ours.nextSocket();
+      const handle = await started(socket, fd, { engine });
+      const IN = prngBytes(`s_client in ${engine}`, 64 * 1024);
+      await peer.sendAll(IN);
+      await withTimeout(user.waitFor(IN.length), WAIT, "s_client's bytes at the target");
+      await peer.stop();  // SIGKILL: the kernel closes its socket with a FIN, no close_notify
+      await withTimeout(user.waitForEnd(), WAIT, 'EOF at the target');
+      assertBytes(user.received, IN, 'peer -> target');
+      user.socket.end();
+      const end = await withTimeout(handle.closed, WAIT, 'closed');
+      assertEnd(end, {
+        reason: 'end', closeNotifyReceived: false, peerEofWithoutCloseNotify: true,
+        undeliveredIn: 0,
+      });
+      assert.equal(end.error, undefined);
+      assert.equal(nonBlocking(fd), false, "O_NONBLOCK left set on the user's fd");
+    } finally {
+      await peer.stop();
+      closeQuietly(fd);
+      user.socket.destroy();
+      await ours.close();
+    }
+  });
 
   test(`${engine}: onTruncation 'reset': a TCP target gets a reset, not an EOF, after everything ` +
        'the peer sent', { timeout: 60000 }, async () => {
