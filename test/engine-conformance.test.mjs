@@ -368,6 +368,46 @@ for (const engine of ENGINES) {
     }
   });
 
+  test(`${engine}: graceful stop while the peer keeps sending: the peer reads our close_notify ` +
+       'and the connection closes without a reset', { timeout: 60000 }, async () => {
+    const s = await session('TLSv1.3');
+    const [fd, testFd] = socketPair();
+    const user = userSide(testFd);
+    let peerEnded = false;
+    let peerError = null;
+    s.peer.tls.on('error', (err) => { peerError = err; });
+    s.peer.raw.on('error', (err) => { peerError ??= err; });
+    const rawClosed = once(s.peer.raw, 'close');
+    void s.peer.ended.then(() => { peerEnded = true; });
+    try {
+      const handle = await started(s.socket, fd, { engine });
+      // The peer sends until it reads our close_notify, then closes too.
+      const chunk = prngBytes(`linger ${engine}`, 64 * 1024);
+      // It keeps our receive queue full: closing with it unread would make our kernel send a reset.
+      const sending = (async () => {
+        while (!peerEnded && !peerError) {
+          if (!s.peer.tls.write(chunk)) {
+            await Promise.race([once(s.peer.tls, 'drain'), s.peer.ended, once(s.peer.tls, 'close')]);
+          }
+        }
+        if (peerEnded) s.peer.close();
+      })();
+      await withTimeout(user.waitFor(4 * chunk.length), WAIT, "the peer's bytes at the target");
+      const end = await withTimeout(handle.stop(), WAIT, 'stop');
+      await withTimeout(sending, WAIT, 'the peer to stop sending');
+      // The connection closes cleanly on both sides: no reset, before or after our close_notify.
+      await withTimeout(rawClosed, WAIT, "the peer's TCP close");
+      assert.equal(peerError, null, `the peer saw ${peerError?.code}`);
+      assert.equal(peerEnded, true);
+      assertEnd(end, { reason: 'stopped', closeNotifySent: true, undeliveredIn: 0 });
+      assert.equal(end.error, undefined);
+    } finally {
+      closeQuietly(fd);
+      user.socket.destroy();
+      await s.dispose();
+    }
+  });
+
   test(`${engine}: pipes as readFd and writeFd: bytes both ways, O_NONBLOCK restored on both, ` +
        'the engine keeps no write end open', { timeout: 60000 }, async () => {
     const s = await session('TLSv1.3');
