@@ -1,5 +1,7 @@
 // What the splice handle needs from an engine. Two exist: 'native' (the C++ pumps on native I/O
-// threads) and 'js' (a stream pump over the TLSSocket, the fallback).
+// threads) and 'js' (a stream pump over the TLSSocket, the fallback). What each must do with the
+// user's fds, the end flags, stop and truncation is docs/ENGINE-CONTRACT.md;
+// test/engine-conformance.test.mjs runs it against both.
 
 export type EngineName = 'native' | 'js';
 
@@ -25,9 +27,9 @@ export interface EngineEndInfo {
   errno?: number;
   alertSent?: string;
   alertReceived?: string;
-  closeNotifyReceived: boolean;
+  closeNotifyReceived: boolean;        // proved, never guessed
   closeNotifySent: boolean;
-  peerEofWithoutCloseNotify: boolean;
+  peerEofWithoutCloseNotify: boolean;  // a TCP end with no close_notify, or one the engine cannot classify
   undeliveredIn: number;
   unreadCiphertext: number;
   undeliveredOut: number;

@@ -18,6 +18,60 @@ export function pollError(status: number): NodeJS.ErrnoException {
   return Object.assign(new Error(`poll failed: ${code}`), { code, errno: status });
 }
 
+// The JS engine's own duplicate of one of the user's fds. The engine reads and writes only through
+// duplicates (a number the user closes and the kernel hands out again is never written), and puts
+// the O_NONBLOCK flag of the open file description back as it found it: Node's net.Socket and
+// PolledFdReader set it on their duplicates, and a duplicate shares it with the user's fd.
+//
+// Save before modify: every OwnedFd of a splice is taken before anything is made non-blocking, so
+// readFd and writeFd on one open file description (fds 0 and 1 of a terminal) both record the
+// original flag, and restoring twice restores the same value.
+export class OwnedFd {
+  readonly fd: number;
+  readonly wasNonBlocking: boolean;
+  #closed = false;
+
+  constructor(userFd: number) {
+    this.fd = binding.dupFd(userFd);
+    try {
+      // setNonBlocking() answers with the flag as it was; put it straight back.
+      this.wasNonBlocking = binding.setNonBlocking(this.fd, true);
+      if (!this.wasNonBlocking) binding.setNonBlocking(this.fd, false);
+    } catch (err) {
+      binding.closeFd(this.fd);
+      throw err;
+    }
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  // Whether this fd and `other` share one open file description, as far as O_NONBLOCK goes (the
+  // only flag the engine changes). Only meaningful before either was modified.
+  sharesFlagsWith(other: OwnedFd): boolean {
+    if (other === this) return true;
+    if (this.wasNonBlocking || other.wasNonBlocking) return this.wasNonBlocking === other.wasNonBlocking;
+    binding.setNonBlocking(this.fd, true);
+    const seen = binding.setNonBlocking(other.fd, false);
+    binding.setNonBlocking(this.fd, false);
+    return seen;
+  }
+
+  // Puts O_NONBLOCK back as it was when the duplicate was taken, then closes the duplicate.
+  // Call it only once nothing (a net.Socket, a poller) uses the open file description any more.
+  restoreAndClose(restore = true): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (restore) binding.setNonBlocking(this.fd, this.wasNonBlocking);
+    } catch {
+      // The description is gone with an error of its own (EBADF cannot happen: the fd is ours).
+    }
+    binding.closeFd(this.fd);
+  }
+}
+
 // Emits 'data' (one Buffer per read(): one packet on a TUN), 'end' and 'error', like a Readable
 // in flowing mode; starts paused. Throws EPERM when epoll cannot watch the fd (a regular file,
 // /dev/null): read those with fs streams, they never block for long.

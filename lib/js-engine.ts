@@ -6,22 +6,69 @@
 // read through PolledFdReader (non-blocking, when epoll says readable; fd-io.ts) and written with
 // fs, one write() per chunk or packet (a TUN takes each write as a packet, so packets are never
 // coalesced into one writev). Regular files and /dev/null, which epoll refuses, use fs streams.
+//
+// The engine contract both engines follow (fds, end flags, stop, truncation) is in
+// docs/ENGINE-CONTRACT.md; test/engine-conformance.test.mjs runs it against both.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type * as tls from 'node:tls';
+import * as util from 'node:util';
 import { binding, FdPoller } from './binding';
-import { PolledFdReader, WRITABLE, pollError } from './fd-io';
+import { OwnedFd, PolledFdReader, WRITABLE, pollError } from './fd-io';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
 import {
   FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
 } from './framing';
+import { tapOf } from './tap';
 import type { ResolvedTarget, SpliceDirection } from './target';
+
+const debug = util.debuglog('tls-splice');
+
+// ---- Node internals (the integrator gathers these into one module) ---------------------------
+
+// node-internal: whether push(null) was called on a Readable: its end is decided, though 'end' may
+// not have been emitted yet (Readable's _readableState.ended; readableEnded is endEmitted).
+function readableEndPushed(stream: NodeJS.ReadableStream): boolean {
+  const state = (stream as unknown as { _readableState?: { ended?: unknown } })._readableState;
+  return state?.ended === true;
+}
+
+// node-internal: a TLSSocket over a JS Duplex (the record tap) is fed by Node's JSStreamSocket,
+// which hands each 'data' chunk of the Duplex to the TLS layer synchronously (TLSWrap decrypts it
+// at once, and a close_notify in it makes the TLSSocket push its end right there), and hands the
+// transport's EOF to the TLS layer from its own 'end' listener on the Duplex. A listener put in
+// front of that one runs when every record before the TCP FIN has been through OpenSSL and the
+// FIN itself has not. Returns a function that removes the listener.
+function beforeTransportEof(transport: Duplex, listener: () => void): () => void {
+  transport.prependOnceListener('end', listener);
+  return () => transport.removeListener('end', listener);
+}
+
+// node-internal: Node calls a stream write back without an error when the stream was destroyed
+// meanwhile, also for a write the close cancelled (stream_base_commons onWriteComplete), so such a
+// callback proves nothing about what reached the fd.
+function writeCallbackProvesWrite(stream: { destroyed: boolean }, err: Error | null | undefined):
+    boolean {
+  return !err && !stream.destroyed;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export type TruncationPolicy = 'end' | 'reset';
 
 export interface JsEngineOptions {
   direction: SpliceDirection;
   head: Buffer | null;
   framing: FramingOptions;
+  // What the target gets when the peer's TCP ends without close_notify: 'end' (default) passes the
+  // end on as after a close_notify; 'reset' does not end the target's write side and closes a TCP
+  // target with a reset (RST), so that a plain backend can tell a cut stream from a whole one.
+  onTruncation?: TruncationPolicy;
 }
+
+// How the peer's side ended, as far as the engine can know (docs/ENGINE-CONTRACT.md).
+type PeerClose = 'close_notify' | 'eof' | 'unknown';
 
 // Bytes queued on an fd writer before the TLS side is paused.
 const WRITER_HIGH_WATER_MARK = 256 * 1024;
@@ -47,6 +94,7 @@ class FdWriter implements Sink {
   private endCallback: ((err?: Error | null) => void) | null = null;
   private drainListeners: (() => void)[] = [];
   private flushWaiters: (() => void)[] = [];
+  private idleWaiters: (() => void)[] = [];
   // Created on the first EAGAIN: the fd is non-blocking when a PolledFdReader shares it.
   private poller: FdPoller | null = null;
 
@@ -87,6 +135,16 @@ class FdWriter implements Sink {
     return this.queued;
   }
 
+  // Calls done once no write is in flight: only then may the fd be closed (a write still queued
+  // in the thread pool would otherwise land on whatever reuses the number).
+  idle(done: () => void): void {
+    if (!this.writing) {
+      done();
+      return;
+    }
+    this.idleWaiters.push(done);
+  }
+
   // Retries the head of the queue once the fd is writable.
   private waitWritable(): void {
     try {
@@ -115,6 +173,11 @@ class FdWriter implements Sink {
     this.writing = true;
     fs.write(this.fd, item.chunk, 0, item.chunk.length, null, (err, written) => {
       this.writing = false;
+      if (this.idleWaiters.length) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const waiter of waiters) waiter();
+      }
       if (this.destroyed) return;
       // A TUN device that is down refuses a packet with EIO: drop it and carry on, as the native
       // engine does (only with packet framing, where one write is one whole packet).
@@ -158,13 +221,17 @@ class FdWriter implements Sink {
 }
 
 class SocketSink implements Sink {
-  constructor(private readonly socket: net.Socket) {
+  constructor(readonly socket: net.Socket) {
     // The splice decides when the socket's write side ends (when the peer ends), not Node when
     // the socket's own readable side ends.
     socket.allowHalfOpen = true;
   }
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
-    return this.socket.write(chunk, done);
+    // A write called back after destroy() may have reached the fd in part or not at all: it is
+    // not reported as written (stats.bytesIn stays a lower bound).
+    return this.socket.write(chunk, (err) => {
+      done(writeCallbackProvesWrite(this.socket, err) ? null : err ?? writeCancelled());
+    });
   }
   once(_event: 'drain', listener: () => void): void {
     this.socket.once('drain', listener);
@@ -186,6 +253,16 @@ class SocketSink implements Sink {
   destroy(): void {
     this.socket.destroy();
   }
+  // Closes with a TCP reset: SO_LINGER 0 is a socket option, so the reset goes out when the last
+  // descriptor of the socket closes (ours now, the user's when the splice handle closes it).
+  // Not a TCP socket (a Unix socket has no reset): a plain close.
+  reset(): void {
+    try {
+      this.socket.resetAndDestroy();
+    } catch {
+      this.socket.destroy();
+    }
+  }
   pending(): number {
     return this.socket.writableLength;
   }
@@ -196,7 +273,14 @@ export class JsEngine implements Engine {
   private readonly counters: SpliceStats = emptyStats();
   private sink: Sink | null = null;
   private source: NodeJS.ReadableStream & { destroy(): void } | null = null;
+  // Our duplicates of the user's fds (one object when readFd === writeFd); every socket, stream
+  // and writer below works on a further duplicate of these, or on these themselves.
+  private readOwned: OwnedFd | null = null;
+  private writeOwned: OwnedFd | null = null;
+  // writeOwned shares its open file description (and so O_NONBLOCK) with readOwned.
+  private writeSharesRead = false;
   private ownedSockets: net.Socket[] = [];
+  private ownedStreams: (NodeJS.ReadableStream & { destroy(): void })[] = [];
   private inDone = false;
   private outDone = false;
   private closed = false;
@@ -208,6 +292,15 @@ export class JsEngine implements Engine {
   private packetQueueDrained: (() => void) | null = null;
   private afterPackets: (() => void) | null = null;
   private endingOut = false;
+  // How the peer's side ended (see classifyPeerClose()).
+  private peerEnded = false;
+  private closeNotifyReceived = false;
+  private peerEofWithoutCloseNotify = false;
+  private watchingTransport = false;
+  private transportEof: 'after-tls-end' | 'before-tls-end' | null = null;
+  // Bytes of an incomplete record the peer's TCP ended inside (they never reached OpenSSL).
+  private partialRecordAtEof = 0;
+  private unwatchTransport: (() => void) | null = null;
   private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
 
   constructor(
@@ -218,8 +311,28 @@ export class JsEngine implements Engine {
   ) {}
 
   start(): void {
+    this.takeFds();
+    try {
+      this.startPumps();
+    } catch (err) {
+      // Nothing may stay behind a start that failed: our sockets, streams and duplicates go, and
+      // the user's flags are put back (the TLSSocket is the handle's to report on).
+      this.unwatchTransport?.();
+      for (const socket of this.ownedSockets) {
+        socket.on('error', noop);
+        socket.destroy();
+      }
+      for (const stream of this.ownedStreams) stream.destroy();
+      if (this.sink instanceof FdWriter) this.sink.destroy();
+      for (const owned of new Set([this.readOwned, this.writeOwned])) owned?.restoreAndClose();
+      throw err;
+    }
+  }
+
+  private startPumps(): void {
     const { direction } = this.options;
     const tlsSocket = this.tlsSocket;
+    this.watchTransport();
     // Half-close is part of the splice's contract: the peer ending must not end our side.
     tlsSocket.allowHalfOpen = true;
     tlsSocket.on('error', (err) => this.fail(err));
@@ -238,16 +351,14 @@ export class JsEngine implements Engine {
         this.sink.write(this.options.head, () => {});
       }
       tlsSocket.on('data', this.onTlsData);
-      tlsSocket.on('end', () => this.endIn());
     } else {
       this.inDone = true;
       // Nothing of the peer's can be delivered; its data ends the splice, as natively.
       tlsSocket.on('data', () => this.fail(unexpectedData()));
-      tlsSocket.on('end', () => {
-        this.inDone = true;
-        this.maybeClose();
-      });
     }
+    tlsSocket.on('end', () => this.onPeerEnd());
+    // The peer's side ended before the splice began ('end' already emitted).
+    if (tlsSocket.readableEnded) process.nextTick(() => this.onPeerEnd());
     if (direction !== 'in') {
       shared = this.ownedSockets.find((s) => s.readable) ?? null;
       this.source = shared ?? this.makeSource();
@@ -274,15 +385,16 @@ export class JsEngine implements Engine {
   stop(graceful: boolean): void {
     if (this.closed) return;
     if (!graceful) {
-      this.close(endInfo('aborted', {
+      this.close(endInfo('aborted', this.endFlags({
         undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
         undeliveredOut: this.unsentOut(),
-      }));
+      })));
       return;
     }
     if (this.stopping) return;
     this.stopping = true;
-    // Read nothing more from either side; deliver what was read; then close_notify.
+    // Read nothing more from either side; deliver what was read; then close_notify. The target
+    // is not ended: a stop hands it back to the user as it is (autoClose closes it after).
     this.tlsSocket.pause();
     this.tlsSocket.removeListener('data', this.onTlsData);
     if (this.source) this.source.pause();
@@ -293,7 +405,7 @@ export class JsEngine implements Engine {
       });
     });
     if (this.sink && !this.inDone) {
-      this.sink.end(() => {
+      this.sink.flushed(() => {
         this.inDone = true;
         this.maybeClose();
       });
@@ -303,48 +415,132 @@ export class JsEngine implements Engine {
     finishOut();
   }
 
+  // Duplicates of the user's fds, all taken (and their O_NONBLOCK recorded) before any of them
+  // is made non-blocking.
+  private takeFds(): void {
+    const t = this.target;
+    if (t.socket) return;
+    if (t.readFd >= 0) this.readOwned = new OwnedFd(t.readFd);
+    if (t.writeFd >= 0) {
+      if (t.writeFd === t.readFd) {
+        this.writeOwned = this.readOwned;
+      } else {
+        try {
+          this.writeOwned = new OwnedFd(t.writeFd);
+        } catch (err) {
+          this.readOwned?.restoreAndClose(false);
+          throw err;
+        }
+      }
+    }
+    if (this.readOwned && this.writeOwned) {
+      this.writeSharesRead = this.writeOwned.sharesFlagsWith(this.readOwned);
+    }
+  }
+
+  // A tapped TLSSocket (created by connect() or createServer()) lets the engine see whether the
+  // TLS layer ended before the TCP FIN reached it: see classifyPeerClose().
+  private watchTransport(): void {
+    const tap = tapOf(this.tlsSocket);
+    if (!tap || tap.readableEnded) return;
+    this.watchingTransport = true;
+    this.unwatchTransport = beforeTransportEof(tap, () => {
+      this.transportEof = readableEndPushed(this.tlsSocket) ? 'after-tls-end' : 'before-tls-end';
+      this.partialRecordAtEof = tap.inPartialLength;
+    });
+  }
+
+  // Node's TLSSocket emits 'end' both for a close_notify and for a bare TCP FIN. What tells them
+  // apart: OpenSSL reads a close_notify while decrypting, and the TLSSocket pushes its end right
+  // there, before the transport's EOF is handed to the TLS layer. So:
+  //   - the TLSSocket ended and the transport's EOF has not reached the TLS layer: close_notify;
+  //   - the EOF reached it after the TLSSocket had ended: close_notify (then a FIN);
+  //   - the EOF reached it while the TLSSocket was still open: a FIN without close_notify;
+  //   - the socket is not tapped, or its transport ended before the splice began: unknown.
+  private classifyPeerClose(): PeerClose {
+    if (!this.watchingTransport) return 'unknown';
+    if (this.transportEof === 'before-tls-end') return 'eof';
+    return 'close_notify';
+  }
+
+  private onPeerEnd(): void {
+    if (this.peerEnded || this.closed) return;
+    this.peerEnded = true;
+    const how = this.classifyPeerClose();
+    debug('js engine: the peer ended its side (%s)', how);
+    if (how === 'eof' && this.partialRecordAtEof > 0) {
+      // As natively: a TCP end inside a record is an error, not a truncation at a record
+      // boundary (and sets neither end flag). What was opened before it reaches the target first.
+      this.failAfterFlush(Object.assign(
+        new Error("the peer's TCP stream ended inside a TLS record"),
+        { code: 'ERR_TLS_SPLICE_TRUNCATED_RECORD' }), { unreadCiphertext: this.partialRecordAtEof });
+      return;
+    }
+    // A clean end is never claimed without proof: unknown counts as a TCP end without
+    // close_notify (docs/ENGINE-CONTRACT.md).
+    if (how === 'close_notify') this.closeNotifyReceived = true;
+    else this.peerEofWithoutCloseNotify = true;
+    if (this.options.direction === 'out') {
+      this.inDone = true;
+      this.maybeClose();
+      return;
+    }
+    if (how !== 'close_notify' && this.options.onTruncation === 'reset') {
+      this.resetTarget();
+      return;
+    }
+    this.endIn();
+  }
+
   private makeSink(): Sink {
     const t = this.target;
     if (t.socket) return new SocketSink(t.socket);
+    const owned = this.writeOwned!;
     if (t.writeKind === 'socket' || t.writeKind === 'pipe') {
-      const sameFd = t.writeFd === t.readFd && this.options.direction === 'duplex';
-      const socket = new net.Socket({
-        fd: binding.dupFd(t.writeFd), readable: sameFd, writable: true, allowHalfOpen: true,
-      });
-      socket.on('error', (err) => this.fail(err));
+      const sameFd = owned === this.readOwned && this.options.direction === 'duplex';
+      const socket = this.ownSocket(owned, sameFd, true);
       if (sameFd) socket.pause();
-      this.ownedSockets.push(socket);
       return new SocketSink(socket);
     }
-    return new FdWriter(t.writeFd, (err) => this.fail(err), this.options.framing.framing !== 'stream',
+    return new FdWriter(owned.fd, (err) => this.fail(err), this.options.framing.framing !== 'stream',
       () => { this.counters.packetsDropped++; });
+  }
+
+  private ownSocket(owned: OwnedFd, readable: boolean, writable: boolean): net.Socket {
+    const socket = new net.Socket({
+      fd: binding.dupFd(owned.fd), readable, writable, allowHalfOpen: true,
+    });
+    socket.on('error', (err) => this.fail(err));
+    this.ownedSockets.push(socket);
+    return socket;
   }
 
   private makeSource(): NodeJS.ReadableStream & { destroy(): void } {
     const t = this.target;
     if (t.socket) return t.socket;
+    const owned = this.readOwned!;
     if (t.readKind === 'socket' || t.readKind === 'pipe') {
-      const socket = new net.Socket({
-        fd: binding.dupFd(t.readFd), readable: true, writable: false, allowHalfOpen: true,
-      });
-      this.ownedSockets.push(socket);
-      return socket;
+      return this.ownSocket(owned, true, false);
     }
     const framing = this.options.framing;
     const highWaterMark = framing.framing === 'stream'
       ? 64 * 1024 : framing.maxPacketSize + PACKET_INFO_LENGTH + 1;
     if (t.readKind === 'character-device') {
       try {
-        return new PolledFdReader(t.readFd, highWaterMark) as unknown as
+        const reader = new PolledFdReader(owned.fd, highWaterMark) as unknown as
           NodeJS.ReadableStream & { destroy(): void };
+        this.ownedStreams.push(reader);
+        return reader;
       } catch (err) {
         // EPERM: epoll cannot watch it (/dev/null, /dev/zero): it never blocks, fs is fine.
         if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
       }
     }
-    // A duplicate, like the sockets above: destroying an fs.ReadStream closes its fd whatever
-    // autoClose says, and the user's fd must outlive the splice unless they asked otherwise.
-    return fs.createReadStream('', { fd: binding.dupFd(t.readFd), autoClose: true, highWaterMark });
+    // A further duplicate: destroying an fs.ReadStream closes its fd whatever autoClose says.
+    const stream = fs.createReadStream('', { fd: binding.dupFd(owned.fd), autoClose: true,
+      highWaterMark });
+    this.ownedStreams.push(stream);
+    return stream;
   }
 
   private deliverIn(chunk: Buffer): void {
@@ -401,7 +597,9 @@ export class JsEngine implements Engine {
     }
     this.sink!.end((err) => {
       if (err) return this.fail(err);
+      if (this.closed) return;
       this.inDone = true;
+      this.closeSeparateWriteSide();
       this.events.onEnd();
       if (this.options.direction === 'in') {
         // Nothing of ours to send: close our side as soon as the peer has closed its.
@@ -412,12 +610,48 @@ export class JsEngine implements Engine {
     });
   }
 
+  // As the native engine does when the peer's end reached the target: a separate write fd that
+  // is not a socket (a pipe) is closed, so that its reader sees EOF once the user's copy is
+  // closed too (autoClose does that). A socket got shutdown(SHUT_WR) from the sink's end().
+  private closeSeparateWriteSide(): void {
+    const owned = this.writeOwned;
+    if (!owned || owned === this.readOwned || this.target.writeKind === 'socket') return;
+    // On one open file description with the read side, O_NONBLOCK stays until the read side is
+    // done; the read side's restore puts it back for both.
+    const restore = !this.writeSharesRead;
+    const sink = this.sink;
+    if (sink instanceof SocketSink) {
+      sink.socket.once('close', () => owned.restoreAndClose(restore));
+      sink.destroy();
+    } else if (sink instanceof FdWriter) {
+      sink.destroy();
+      sink.idle(() => owned.restoreAndClose(restore));
+    }
+  }
+
+  // onTruncation 'reset': the peer's TCP ended without close_notify. What it sent before is
+  // authentic and goes to the target first; then the target is not ended but reset, and the
+  // splice ends without our close_notify (our direction did not end: nothing claims it did).
+  private resetTarget(): void {
+    if (this.inDone || this.stopping || this.framingFailure) return;
+    if (this.pendingPackets.length) {
+      this.failAfterFlush(framingError("the peer's stream ended inside a packet"));
+      return;
+    }
+    this.tlsSocket.removeListener('data', this.onTlsData);
+    debug('js engine: truncation, resetting the target');
+    this.sink!.flushed(() => {
+      if (this.closed) return;
+      this.close(endInfo('end', this.endFlags({ undeliveredOut: this.unsentOut() })), true);
+    });
+  }
+
   private deliverOut(chunk: Buffer): void {
     const framing = this.options.framing;
     let ok: boolean;
     if (framing.framing === 'stream') {
       ok = this.tlsSocket.write(chunk, (err) => {
-        if (!err) this.counters.bytesOut += chunk.length;
+        if (writeCallbackProvesWrite(this.tlsSocket, err)) this.counters.bytesOut += chunk.length;
       });
     } else {
       const infoLength = framing.packetInfo === 'none' ? 0 : PACKET_INFO_LENGTH;
@@ -465,7 +699,7 @@ export class JsEngine implements Engine {
     this.packetInFlight = true;
     this.tlsSocket.write(next.unit, (err) => {
       this.packetInFlight = false;
-      if (err) return;
+      if (!writeCallbackProvesWrite(this.tlsSocket, err)) return;
       this.counters.bytesOut += next.length;
       this.counters.packetsOut++;
       if (this.packetQueue.length < PACKET_QUEUE_LIMIT / 2 && this.packetQueueDrained) {
@@ -498,51 +732,83 @@ export class JsEngine implements Engine {
     return this.tlsSocket.writableLength + this.packetQueue.reduce((n, p) => n + p.length, 0);
   }
 
+  // The end flags as they stand: outDone is set only once our close_notify was written.
+  private endFlags(extra: Partial<EngineEndInfo> = {}): Partial<EngineEndInfo> {
+    return {
+      closeNotifyReceived: this.closeNotifyReceived,
+      closeNotifySent: this.outDone,
+      peerEofWithoutCloseNotify: this.peerEofWithoutCloseNotify,
+      ...extra,
+    };
+  }
+
   private maybeClose(): void {
     if (this.inDone && this.outDone) {
-      this.close(endInfo(this.stopping ? 'stopped' : 'end', {
-        closeNotifySent: true, closeNotifyReceived: this.options.direction !== 'out',
-      }));
+      this.close(endInfo(this.stopping ? 'stopped' : 'end', this.endFlags()));
     }
   }
 
   // As in the native engine, the whole packets cut before bad bytes still reach the fd; then the
   // splice fails. Nothing more is read from the peer meanwhile.
-  private failAfterFlush(err: Error): void {
+  private failAfterFlush(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed || this.framingFailure) return;
     this.framingFailure = err;
     this.tlsSocket.pause();
     this.tlsSocket.removeListener('data', this.onTlsData);
-    if (this.sink) this.sink.flushed(() => this.fail(err)); else this.fail(err);
+    if (this.sink) this.sink.flushed(() => this.fail(err, extra)); else this.fail(err, extra);
   }
 
-  private fail(err: Error): void {
+  private fail(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed) return;
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL';
-    this.close(endInfo('error', {
+    this.close(endInfo('error', this.endFlags({
       code, detail: err.message, cause: err,
       undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
       undeliveredOut: this.unsentOut(),
-    }));
+      ...extra,
+    })));
   }
 
-  private close(info: EngineEndInfo): void {
+  // Closes everything the engine owns, then restores the user's fd flags, then reports: onClose
+  // comes only once no socket, stream or write of ours can touch the user's open file
+  // descriptions any more (engine.ts).
+  private close(info: EngineEndInfo, resetTarget = false): void {
     if (this.closed) return;
     this.closed = true;
+    this.unwatchTransport?.();
     this.tlsSocket.removeListener('data', this.onTlsData);
     this.tlsSocket.on('error', noop);
-    if (info.reason === 'end' || info.reason === 'stopped') {
+    if (!resetTarget && (info.reason === 'end' || info.reason === 'stopped')) {
       this.tlsSocket.destroySoon();
     } else {
       this.tlsSocket.destroy();
     }
-    if (this.sink instanceof FdWriter) this.sink.destroy();
+    const closing: Promise<unknown>[] = [];
+    const sink = this.sink;
+    if (sink instanceof FdWriter) {
+      sink.destroy();
+      closing.push(new Promise<void>((resolve) => sink.idle(resolve)));
+    }
+    const resetSocket = resetTarget && sink instanceof SocketSink ? sink.socket : null;
+    // The user's own net.Socket target is the user's, except for the reset that truncation asks for.
+    if (resetSocket && resetSocket === this.target.socket) (sink as SocketSink).reset();
     for (const socket of this.ownedSockets) {
       socket.on('error', noop);
-      if (info.reason === 'end' || info.reason === 'stopped') socket.end(); else socket.destroy();
+      if (!socket.closed) {
+        closing.push(new Promise((resolve) => socket.once('close', () => resolve(undefined))));
+      }
+      if (socket === resetSocket) (sink as SocketSink).reset(); else socket.destroy();
     }
-    if (this.source && !(this.source instanceof net.Socket)) this.source.destroy();
-    this.events.onClose(info, this.stats());
+    for (const stream of this.ownedStreams) {
+      if (stream instanceof fs.ReadStream && !stream.closed) {
+        closing.push(new Promise((resolve) => stream.once('close', () => resolve(undefined))));
+      }
+      stream.destroy();
+    }
+    void Promise.all(closing).then(() => process.nextTick(() => {
+      for (const owned of new Set([this.readOwned, this.writeOwned])) owned?.restoreAndClose();
+      this.events.onClose(info, this.stats());
+    }));
   }
 }
 
@@ -558,6 +824,11 @@ function unexpectedData(): Error {
 function connectionClosed(): Error {
   return Object.assign(new Error('the TLS connection closed before both directions ended'),
     { code: 'ECONNRESET' });
+}
+
+function writeCancelled(): Error {
+  return Object.assign(new Error('the write was cancelled when the splice closed'),
+    { code: 'ECANCELED' });
 }
 
 function noop(): void {}

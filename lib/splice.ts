@@ -50,6 +50,8 @@ export interface SpliceOptions {
    * Default: the cipher's RFC 8446 5.5 limit. Lower it only to exercise KeyUpdate.
    */
   keyUpdateAfterRecords?: number;
+  /** The peer's TCP ended without close_notify: 'end' (default) ends the target; 'reset' resets it. */
+  onTruncation?: 'end' | 'reset';
 }
 
 export interface StopOptions {
@@ -114,6 +116,7 @@ interface ResolvedOptions {
   signal: AbortSignal | null;
   framing: FramingOptions;
   keyUpdateAfterRecords: number;
+  onTruncation: 'end' | 'reset';
 }
 
 function resolveOptions(options: SpliceOptions): ResolvedOptions {
@@ -172,9 +175,13 @@ function resolveOptions(options: SpliceOptions): ResolvedOptions {
     throw invalidArg('options.keyUpdateAfterRecords', 'a non-negative integer',
       keyUpdateAfterRecords);
   }
+  const onTruncation = options.onTruncation ?? 'end';
+  if (onTruncation !== 'end' && onTruncation !== 'reset') {
+    throw invalidArg('options.onTruncation', "'end' or 'reset'", onTruncation);
+  }
   return {
     direction, autoClose: options.autoClose === true, head, engine, signal,
-    framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords,
+    framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords, onTruncation,
   };
 }
 
@@ -348,6 +355,7 @@ export class SpliceHandle extends EventEmitter {
   private startJs(events: EngineEvents): Engine {
     const js = new JsEngine(this.tlsSocket, this.target, {
       direction: this.options.direction, head: this.options.head, framing: this.options.framing,
+      onTruncation: this.options.onTruncation,
     }, events);
     this.engine = 'js';
     js.start();

@@ -283,6 +283,11 @@ export class RecordTap extends Duplex {
     return this.#eofDelivered;
   }
 
+  // Bytes of an incomplete record received from the peer (the JS engine: a TCP end inside one).
+  get inPartialLength(): number {
+    return this.#inFramer.partialLength;
+  }
+
   // Called right after the TLSSocket was constructed over this tap. From now on the TLSSocket
   // decides when the write side ends (TLSWrap shutdown -> end()), never the Duplex machinery.
   tlsSocketCreated(): void {
