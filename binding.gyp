@@ -12,6 +12,8 @@
         "src-native/record_layer.cc",
         "src-native/framing.cc",
         "src-native/splice.cc",
+        "src-native/splice_pump_in.cc",
+        "src-native/splice_pump_out.cc",
         "src-native/io_thread.cc",
         "src-native/splice_binding.cc",
         "src-native/fd_poller_binding.cc",
