@@ -67,10 +67,8 @@ Splice::Splice(SpliceConfig config, std::shared_ptr<SpliceObserver> observer)
 }
 
 Splice::~Splice() {
-  // Normally maybe_done() closed everything; this covers a splice that never started.
-  if (config_.tcp_fd >= 0) close(config_.tcp_fd);
-  if (config_.read_fd >= 0) close(config_.read_fd);
-  if (config_.write_fd >= 0 && config_.write_fd != config_.read_fd) close(config_.write_fd);
+  // Normally maybe_done() closed everything; a splice that never started closes its fds as the
+  // OwnedFds in config_ go.
   wipe(&config_.keys, sizeof(config_.keys));
   unmap_buffers();
 }
@@ -83,8 +81,9 @@ bool Splice::init(std::string* out_code) {
     *out_code = "ERR_TLS_SPLICE_UNSUPPORTED_CIPHER";
     return false;
   }
-  if (config_.tcp_fd < 0 || (config_.deliver_in && config_.write_fd < 0) ||
-      (config_.deliver_out && config_.read_fd < 0)) {
+  write_is_read_ = config_.write_to_read_fd && config_.read_fd.valid();
+  if (!config_.tcp_fd.valid() || (config_.deliver_in && sink_fd() < 0) ||
+      (config_.deliver_out && !config_.read_fd.valid())) {
     *out_code = "ERR_TLS_SPLICE_INVALID_ARG";
     return false;
   }
@@ -92,7 +91,6 @@ bool Splice::init(std::string* out_code) {
   const bool packets = framing.framing != Framing::kStream;
   const size_t max_packet_unit =
       framing.max_packet_size + kU16PrefixLength + packet_info_length(framing);
-  write_is_read_ = config_.write_fd >= 0 && config_.write_fd == config_.read_fd;
 
   // A packet is one write to the fd whatever the chunk, so packet splices keep the small one:
   // larger batches save nothing there and cost memory and cache.
@@ -163,24 +161,25 @@ void Splice::start(uv_loop_t* loop) {
 
   struct Setup {
     Watch* watch;
-    int fd;
-    int* original_flags;
+    OwnedFd* fd;
   };
-  Setup setups[3] = {{&tcp_, config_.tcp_fd, nullptr},
-                     {&user_read_, config_.read_fd, &original_read_flags_},
-                     {&user_write_, write_is_read_ ? -1 : config_.write_fd,
-                      &original_write_flags_}};
+  Setup setups[3] = {{&tcp_, &config_.tcp_fd},
+                     {&user_read_, &config_.read_fd},
+                     {&user_write_, write_is_read_ ? nullptr : &config_.write_fd}};
   sink_ = write_is_read_ ? &user_read_ : &user_write_;
   for (Setup& setup : setups) {
     Watch& w = *setup.watch;
     w.owner = this;
-    w.fd = setup.fd;
-    if (setup.fd < 0) continue;
-    const int err = set_nonblocking(setup.fd, setup.original_flags);
+    w.fd = setup.fd != nullptr ? setup.fd->get() : -1;
+    if (w.fd < 0) continue;
+    // readFd and writeFd may be two fds of one open file description (fds 0 and 1 of an inetd
+    // program): only the one that changed its flags restores them (owned_fd.h).
+    const int err = setup.fd->set_nonblocking();
     if (err != 0) return fail_errno(err, "fcntl");
-    if (setup.watch != &tcp_) grow_pipe(setup.fd);
-    else no_sigpipe(setup.fd);
-    const int rc = uv_poll_init(loop_, &w.poll, setup.fd);
+    if (setup.watch != &tcp_) grow_pipe(w.fd);
+    else no_sigpipe(w.fd);
+    if (config_.no_delay) set_tcp_nodelay(w.fd);
+    const int rc = uv_poll_init(loop_, &w.poll, w.fd);
     if (rc == UV_EPERM) {
       // epoll refuses regular files and some devices (/dev/null): they never block, so the
       // pump treats them as always ready.
@@ -195,9 +194,9 @@ void Splice::start(uv_loop_t* loop) {
   }
   if (!tcp_.pollable) return fail("ERR_TLS_SPLICE_INVALID_ARG", AlertDescription::kNone,
                                   "the TLS connection's fd cannot be polled");
-  if (config_.write_fd >= 0) {
+  if (sink_fd() >= 0) {
     struct stat st;
-    write_is_socket_ = fstat(config_.write_fd, &st) == 0 && S_ISSOCK(st.st_mode);
+    write_is_socket_ = fstat(sink_fd(), &st) == 0 && S_ISSOCK(st.st_mode);
   }
   if (!config_.deliver_in && plain_in_.size() > 0) {
     return fail("ERR_TLS_SPLICE_UNEXPECTED_DATA", AlertDescription::kNone,
@@ -292,7 +291,7 @@ void Splice::on_linger_timeout(uv_timer_t* handle) {
 
 bool Splice::discard_in(size_t* budget) {
   if (tcp_eof_) return false;
-  const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.data, cipher_in_.capacity);
+  const ssize_t n = retry_eintr_read(config_.tcp_fd.get(), cipher_in_.data, cipher_in_.capacity);
   if (n > 0) {
     end_.unread_ciphertext += static_cast<uint64_t>(n);
     stats_.ciphertext_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
@@ -333,7 +332,7 @@ void Splice::update_watches(bool yield) {
   if (cipher_out_.size() > 0) tcp_events |= UV_WRITABLE;
 
   const bool sink_pending =
-      config_.write_fd >= 0 && in_state_ != InState::kDone &&
+      sink_fd() >= 0 && in_state_ != InState::kDone &&
       (head_offset_ < config_.head.size() ||
        (plain_in_.size() > 0 && (config_.framing.framing == Framing::kStream ||
                                  cut_packet(config_.framing, plain_in_.begin(),
@@ -377,7 +376,7 @@ void Splice::fail(const char* code, AlertDescription alert, const std::string& d
       // Best effort, without waiting: whatever was sealed before the alert, then the alert.
       while (cipher_out_.size() > 0) {
         const ssize_t sent =
-            retry_eintr_send(config_.tcp_fd, cipher_out_.begin(), cipher_out_.size());
+            retry_eintr_send(config_.tcp_fd.get(), cipher_out_.begin(), cipher_out_.size());
         if (sent <= 0) break;
         cipher_out_.start += static_cast<size_t>(sent);
       }
@@ -455,16 +454,9 @@ void Splice::on_handle_closed(uv_handle_t* handle) {
 
 void Splice::maybe_done() {
   // Every handle is closed: libuv no longer touches the fds, which can now be closed.
-  if (original_read_flags_ >= 0 && config_.read_fd >= 0) {
-    fcntl(config_.read_fd, F_SETFL, original_read_flags_);
-  }
-  if (original_write_flags_ >= 0 && config_.write_fd >= 0 && !write_is_read_) {
-    fcntl(config_.write_fd, F_SETFL, original_write_flags_);
-  }
-  if (config_.tcp_fd >= 0) close(config_.tcp_fd);
-  if (config_.read_fd >= 0) close(config_.read_fd);
-  if (config_.write_fd >= 0 && config_.write_fd != config_.read_fd) close(config_.write_fd);
-  config_.tcp_fd = config_.read_fd = config_.write_fd = -1;
+  config_.write_fd.reset();
+  config_.read_fd.reset();
+  config_.tcp_fd.reset();
 
   layer_.wipe();
   unmap_buffers();

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -74,6 +76,20 @@ inline void no_sigpipe(int fd) {
 #endif
 }
 
+// Sets TCP_NODELAY on a TCP socket (IPv4 or IPv6 stream); anything else is left alone. See
+// SpliceConfig::no_delay for why.
+inline void set_tcp_nodelay(int fd) {
+  sockaddr_storage address;
+  socklen_t length = sizeof(address);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return;
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) return;
+  int type = 0;
+  socklen_t type_length = sizeof(type);
+  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 || type != SOCK_STREAM) return;
+  const int on = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
 inline ssize_t retry_eintr_send(int fd, const void* data, size_t length) {
   ssize_t n;
   do n = send(fd, data, length, kSendFlags); while (n < 0 && errno == EINTR);
@@ -84,14 +100,6 @@ inline ssize_t retry_eintr_writev(int fd, const iovec* iov, int count) {
   ssize_t n;
   do n = writev(fd, iov, count); while (n < 0 && errno == EINTR);
   return n;
-}
-
-inline int set_nonblocking(int fd, int* out_original_flags) {
-  const int flags = fcntl(fd, F_GETFL);
-  if (flags < 0) return errno;
-  if (out_original_flags) *out_original_flags = flags;
-  if ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return errno;
-  return 0;
 }
 
 }  // namespace splice_internal

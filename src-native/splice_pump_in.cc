@@ -68,7 +68,7 @@ bool Splice::step_in(size_t* budget) {
   if (in_state_ == InState::kOpen && !tcp_eof_ && !stopping_ && cipher_in_needs_more_) {
     if (cipher_in_.tail_room() < kMaxRecordLength) cipher_in_.compact();
     const size_t want = cipher_in_.tail_room();
-    const ssize_t n = retry_eintr_read(config_.tcp_fd, cipher_in_.tail(), want);
+    const ssize_t n = retry_eintr_read(config_.tcp_fd.get(), cipher_in_.tail(), want);
     if (n > 0) {
       if (static_cast<size_t>(n) == want) grow_in_chunk();
       cipher_in_.end += static_cast<size_t>(n);
@@ -112,11 +112,12 @@ bool Splice::step_in(size_t* budget) {
 }
 
 bool Splice::flush_in(bool* progress) {
-  if (config_.write_fd < 0) return true;
+  const int sink = sink_fd();
+  if (sink < 0) return true;
   // `head` first: raw bytes the caller wants on the fd before anything spliced.
   while (head_offset_ < config_.head.size()) {
     ssize_t n;
-    do n = write(config_.write_fd, config_.head.data() + head_offset_,
+    do n = write(sink, config_.head.data() + head_offset_,
                  config_.head.size() - head_offset_);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
@@ -132,9 +133,10 @@ bool Splice::flush_in(bool* progress) {
 }
 
 bool Splice::flush_stream_in(bool* progress) {
+  const int sink = sink_fd();
   while (plain_in_.size() > 0) {
     ssize_t n;
-    do n = write(config_.write_fd, plain_in_.begin(), plain_in_.size());
+    do n = write(sink, plain_in_.begin(), plain_in_.size());
     while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (would_block(errno)) return false;
@@ -179,7 +181,7 @@ bool Splice::flush_packets_in(bool* progress) {
     iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + skip;
     iov[first].iov_len -= skip;
     const size_t unit = (count == 2 ? kPacketInfoLength : 0) + cut.packet_length;
-    const ssize_t n = retry_eintr_writev(config_.write_fd, iov + first, count - first);
+    const ssize_t n = retry_eintr_writev(sink_fd(), iov + first, count - first);
     if (n < 0 && errno == EIO && packet_written_ == 0) {
       // A TUN device that is down refuses packets with EIO. A network drops a packet it cannot
       // deliver and carries on; so does the tunnel, counting it, instead of ending over a link
@@ -223,11 +225,14 @@ void Splice::grow_in_chunk() {
 void Splice::finish_in() {
   in_state_ = InState::kDone;
   if (stopping_) return;
+  if (end_.peer_eof_without_close_notify && config_.on_truncation == Truncation::kReset) {
+    return reset_target();
+  }
   // The peer closed its side: pass the end on to the fd. A socket gets a FIN and stays open for
   // the other direction; a separate write fd (a pipe) is closed so its reader sees EOF.
-  if (config_.write_fd >= 0) {
+  if (sink_fd() >= 0) {
     if (write_is_socket_) {
-      shutdown(config_.write_fd, SHUT_WR);
+      shutdown(sink_fd(), SHUT_WR);
     } else if (!write_is_read_) {
       close_write_fd();
     }
@@ -235,6 +240,20 @@ void Splice::finish_in() {
   // With no data of our own to send, our side closes as soon as the peer's has.
   if (!config_.deliver_out && out_state_ == OutState::kOpen) out_state_ = OutState::kClosing;
   observer_->on_peer_end();
+}
+
+void Splice::reset_target() {
+  // A FIN would tell a plain backend the stream is complete; a cut upload must not look like one.
+  // SO_LINGER {on, 0} is a property of the socket, shared with the user's fd: whichever close is
+  // the last sends a reset instead of a FIN. Every byte that arrived before the cut was written
+  // to the target already (finish_in runs after the drain).
+  if (write_is_socket_ && sink_fd() >= 0) {
+    const linger reset_on_close{1, 0};
+    setsockopt(sink_fd(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof(reset_on_close));
+  }
+  // No on_peer_end(): the JS layer would end the target's write side. The splice is over; the
+  // end reports peer_eof_without_close_notify.
+  finish(EndReason::kEnd);
 }
 
 void Splice::close_write_fd() {
@@ -245,16 +264,12 @@ void Splice::close_write_fd() {
     uv_close(reinterpret_cast<uv_handle_t*>(&user_write_.poll), [](uv_handle_t* handle) {
       Watch* w = static_cast<Watch*>(handle->data);
       Splice* self = w->owner;
-      if (self->original_write_flags_ >= 0) fcntl(w->fd, F_SETFL, self->original_write_flags_);
-      close(w->fd);
-      self->config_.write_fd = -1;
+      self->config_.write_fd.reset();
       on_handle_closed(handle);
     });
     return;
   }
-  if (original_write_flags_ >= 0) fcntl(config_.write_fd, F_SETFL, original_write_flags_);
-  close(config_.write_fd);
-  config_.write_fd = -1;
+  config_.write_fd.reset();
 }
 
 }  // namespace tls_splice

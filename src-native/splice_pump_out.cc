@@ -24,7 +24,7 @@ bool Splice::step_out(size_t* budget) {
   if (out_state_ == OutState::kDone) return false;
   bool progress = false;
   while (cipher_out_.size() > 0) {
-    const ssize_t n = retry_eintr_send(config_.tcp_fd, cipher_out_.begin(), cipher_out_.size());
+    const ssize_t n = retry_eintr_send(config_.tcp_fd.get(), cipher_out_.begin(), cipher_out_.size());
     if (n < 0) {
       if (would_block(errno)) return progress;
       const int err = errno;
@@ -84,7 +84,7 @@ bool Splice::step_out(size_t* budget) {
       return true;
     }
     case OutState::kShutdownPending:
-      shutdown(config_.tcp_fd, SHUT_WR);
+      shutdown(config_.tcp_fd.get(), SHUT_WR);
       out_state_ = OutState::kDone;
       return true;
     case OutState::kDone:
@@ -127,7 +127,7 @@ bool Splice::read_out(size_t* budget) {
   }
 
   if (framing.framing == Framing::kStream) {
-    const ssize_t n = retry_eintr_read(config_.read_fd, plain_out_.data, plain_out_.capacity);
+    const ssize_t n = retry_eintr_read(config_.read_fd.get(), plain_out_.data, plain_out_.capacity);
     if (n > 0) {
       if (static_cast<size_t>(n) == plain_out_.capacity) grow_out_chunk();
       if (!seal_stream(plain_out_.data, static_cast<size_t>(n))) return true;
@@ -158,7 +158,7 @@ bool Splice::read_out(size_t* budget) {
     }
     uint8_t* read_at = plain_out_.data + kU16PrefixLength;
     const size_t room = plain_out_.capacity - kU16PrefixLength;
-    const ssize_t n = retry_eintr_read(config_.read_fd, read_at, room);
+    const ssize_t n = retry_eintr_read(config_.read_fd.get(), read_at, room);
     if (n == 0) {
       fd_eof_ = true;
       out_state_ = OutState::kClosing;
