@@ -12,6 +12,9 @@
 // syscalls and wakeups, an interactive one never touches the extra pages. Packet framing keeps
 // kMinStreamChunk.
 //
+// Where: the lifecycle (setup, readiness, ending) is in splice.cc, the "in" pump in
+// splice_pump_in.cc, the "out" pump in splice_pump_out.cc; every fd is an OwnedFd (owned_fd.h).
+//
 // Threading: construct and init() on any thread; after start(), every other call runs on the
 // loop's thread (the binding posts them there). The observer is called on the loop's thread.
 #ifndef TLS_SPLICE_SPLICE_H_
