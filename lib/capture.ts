@@ -23,7 +23,9 @@ import {
   kTls13,
   parseEncryptedExtensions,
 } from './hello';
-import { ContentType, DirectionState, RecordTap, spentError, tapOf } from './tap';
+import {
+  ContentType, DirectionState, RecordTap, kRecordHeaderLength, spentError, tapOf,
+} from './tap';
 
 export interface CapturedSession {
   version: 'TLSv1.2' | 'TLSv1.3';
@@ -41,6 +43,11 @@ export interface CapturedSession {
   writeIv?: Buffer;
   readSeq: bigint;                // sequence number of the next record we will read
   writeSeq: bigint;               // sequence number of the next record we will write
+  // TLS 1.2 AES-GCM: the nonce_explicit of the next record we will write. OpenSSL starts it at a
+  // random value and counts up, so it is the last one Node sent + 1 (mod 2^64), not writeSeq
+  // (RFC 5288 3: a nonce must never repeat under one key). null for the other suites, whose
+  // nonce is derived from the sequence number.
+  writeExplicitNonce: bigint | null;
   maxFragmentLength: number;      // 16384 unless negotiated (512/1024/2048/4096)
   plaintext: Buffer;              // cleartext Node decrypted that the user has not read
   pendingCiphertext: Buffer;      // bytes from TCP Node never got: the native side's first input
@@ -296,6 +303,20 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
   return seq;
 }
 
+const kTls12GcmExplicitNonceLength = 8;
+
+// TLS 1.2 AES-GCM (RFC 5288 3): the record fragment starts with the 8-byte nonce_explicit. The
+// last protected record Node wrote (sequenceOf() proved it opens at writeSeq - 1; there is always
+// one, the Finished) carries the last nonce OpenSSL used under this key.
+function explicitNonceAfter(dir: DirectionState, version: number, suite: number): bigint | null {
+  if (version !== kTls12 || !binding.cipherSuiteName(version, suite)?.includes('_GCM_')) return null;
+  const last = dir.lastConsumed!;
+  if (last.data.length < kRecordHeaderLength + kTls12GcmExplicitNonceLength) {
+    throw selfCheckFailed('the last sent record is too short to carry an explicit nonce');
+  }
+  return (last.data.readBigUInt64BE(kRecordHeaderLength) + 1n) & 0xffffffffffffffffn;
+}
+
 // max_fragment_length (RFC 6066 4): TLS 1.2 in the ServerHello; TLS 1.3 in EncryptedExtensions,
 // read here with the server handshake traffic secret. A server only sends it when the client
 // offered it ("Servers that receive an extended ClientHello containing a max_fragment_length
@@ -351,6 +372,7 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   }
   const readSeq = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
   const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent');
+  const writeExplicitNonce = explicitNonceAfter(writeDir, version, suite);
   const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
   const session: Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'> = {
     version: version === kTls13 ? 'TLSv1.3' : 'TLSv1.2',
@@ -362,6 +384,7 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     serverRandom: Buffer.from(serverRandom),
     readSeq,
     writeSeq,
+    writeExplicitNonce,
     maxFragmentLength,
     tlsSocket,
   };

@@ -380,14 +380,13 @@ export class SpliceHandle extends EventEmitter {
         isServer: session.isServer,
         version: session.versionId,
         cipherSuite: session.cipherSuite,
-        readSecret: session.readSecret,
-        writeSecret: session.writeSecret,
-        readKey: session.readKey,
-        readIv: session.readIv,
-        writeKey: session.writeKey,
-        writeIv: session.writeIv,
+        // All keys in one Buffer, which native wipes in place (layout: splice_binding.cc).
+        keys: Buffer.concat((session.versionId === 0x0304
+          ? [session.readSecret, session.writeSecret]
+          : [session.readKey, session.readIv, session.writeKey, session.writeIv]) as Buffer[]),
         readSeq: session.readSeq,
         writeSeq: session.writeSeq,
+        writeExplicitNonce: session.writeExplicitNonce,
         maxFragmentLength: session.maxFragmentLength,
         keyUpdateAfterRecords: options.keyUpdateAfterRecords,
         head: options.head ?? undefined,

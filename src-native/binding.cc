@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -202,6 +204,46 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// Internal, for tests: what the splice left behind on an fd. getFdFlags(fd) is fcntl(F_GETFL)
+// (O_NONBLOCK restored?); getSocketOption(fd, name) reads "TCP_NODELAY" or "SO_LINGER" (the
+// linger time in seconds when on, -1 when off).
+Napi::Value GetFdFlags(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "getFdFlags(fd): fd must be a number");
+  }
+  const int flags = fcntl(info[0].As<Napi::Number>().Int32Value(), F_GETFL);
+  if (flags < 0) return throw_uv(env, -errno, "fcntl");
+  return Napi::Number::New(env, flags);
+}
+
+Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsString()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "getSocketOption(fd, name)");
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const std::string name = info[1].As<Napi::String>().Utf8Value();
+  if (name == "TCP_NODELAY") {
+    int on = 0;
+    socklen_t length = sizeof(on);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &length) != 0) {
+      return throw_uv(env, -errno, "getsockopt");
+    }
+    return Napi::Boolean::New(env, on != 0);
+  }
+  if (name == "SO_LINGER") {
+    linger value{};
+    socklen_t length = sizeof(value);
+    if (getsockopt(fd, SOL_SOCKET, SO_LINGER, &value, &length) != 0) {
+      return throw_uv(env, -errno, "getsockopt");
+    }
+    return Napi::Number::New(env, value.l_onoff ? value.l_linger : -1);
+  }
+  return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                     "getSocketOption(fd, name): name is TCP_NODELAY or SO_LINGER");
+}
+
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
 Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall) {
   if (rc != 0) return throw_uv(env, -errno, syscall);
@@ -259,6 +301,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openRecord", Napi::Function::New(env, OpenRecord, "openRecord"));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
+  exports.Set("getSocketOption", Napi::Function::New(env, GetSocketOption, "getSocketOption"));
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));

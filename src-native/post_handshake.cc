@@ -1,7 +1,5 @@
 #include "post_handshake.h"
 
-#include "key_schedule.h"
-
 namespace tls_splice {
 
 // Handshake header: msg_type(1) length(3).
@@ -41,10 +39,9 @@ NextMessageStatus HandshakeAssembler::next(HandshakeMessage* out_message) {
 }
 
 void HandshakeAssembler::clear() {
-  // Tickets carry resumption secrets: wipe before releasing.
-  if (!buffer_.empty()) wipe(buffer_.data(), buffer_.size());
-  buffer_.clear();
-  buffer_.shrink_to_fit();
+  // Tickets carry resumption secrets. Freeing the block wipes all of its capacity (the bytes
+  // erase() left past size() included): see wiping_allocator.h.
+  SecretBytes().swap(buffer_);
   read_offset_ = 0;
   too_large_ = false;
 }

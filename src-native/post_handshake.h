@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "wiping_allocator.h"
+
 namespace tls_splice {
 
 // The largest post-handshake message accepted, body included. The largest legitimate one is a
@@ -37,7 +39,9 @@ class HandshakeAssembler {
   void clear();
 
  private:
-  std::vector<uint8_t> buffer_;
+  // Tickets carry resumption secrets: every block this buffer ever used is wiped when freed
+  // (a reallocation included), and clear() wipes the whole capacity.
+  SecretBytes buffer_;
   size_t read_offset_ = 0;
   bool too_large_ = false;
 };

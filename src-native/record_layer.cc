@@ -1,5 +1,7 @@
 #include "record_layer.h"
 
+#include <algorithm>
+
 #include "key_schedule.h"
 
 namespace tls_splice {
@@ -63,14 +65,19 @@ bool RecordLayer::init(const SessionKeys& keys, bool is_server) {
   version_ = keys.version;
   is_server_ = is_server;
   max_fragment_length_ = keys.max_fragment_length;
-  key_update_after_records_ =
-      keys.key_update_after_records ? keys.key_update_after_records : record_limit_per_key(*suite);
+  // RFC 8446 5.5: "Implementations MUST NOT exceed these limits"; a larger setting is capped.
+  const uint64_t limit = record_limit_per_key(*suite);
+  key_update_after_records_ = keys.key_update_after_records
+                                  ? std::min(keys.key_update_after_records, limit)
+                                  : limit;
   if (version_ == TlsVersion::kTls13) {
     return read_.init_tls13(*suite, keys.read_secret, keys.read_seq, false) &&
            write_.init_tls13(*suite, keys.write_secret, keys.write_seq, true);
   }
   return read_.init_tls12(*suite, keys.read_key, keys.read_iv, keys.read_seq, false) &&
-         write_.init_tls12(*suite, keys.write_key, keys.write_iv, keys.write_seq, true);
+         write_.init_tls12(*suite, keys.write_key, keys.write_iv, keys.write_seq, true,
+                           keys.has_write_explicit_nonce ? keys.write_explicit_nonce
+                                                         : keys.write_seq);
 }
 
 void RecordLayer::wipe() {

@@ -33,10 +33,17 @@ struct SessionKeys {
   uint8_t write_iv[kAeadNonceLength] = {};
   uint64_t read_seq = 0;
   uint64_t write_seq = 0;
+  // TLS 1.2 AES-GCM: the explicit nonce of the next record we seal. OpenSSL starts it at a
+  // random value and counts up, so after handover it is the last one Node sent + 1, not
+  // write_seq (RFC 5288 3: "each value of the nonce_explicit MUST be distinct for each distinct
+  // invocation of the GCM encrypt function for any fixed key"). Absent: write_seq.
+  uint64_t write_explicit_nonce = 0;
+  bool has_write_explicit_nonce = false;
   // RFC 6066 4: the largest plaintext per record we may send (512, 1024, 2048, 4096 or 2^14).
   size_t max_fragment_length = kMaxPlaintextLength;
   // TLS 1.3: send our own KeyUpdate after this many records under one key; 0 = the suite's
-  // RFC 8446 5.5 limit. Tests lower it to exercise the path.
+  // RFC 8446 5.5 limit, and a value above that limit is capped to it. Tests lower it to
+  // exercise the path.
   uint64_t key_update_after_records = 0;
 };
 
@@ -135,6 +142,8 @@ class RecordLayer {
   void wipe();
 
   bool is_tls13() const { return version_ == TlsVersion::kTls13; }
+  // Records sealed under one key before our own KeyUpdate (TLS 1.3).
+  uint64_t key_update_after_records() const { return key_update_after_records_; }
   uint64_t read_seq() const { return read_.seq(); }
   uint64_t write_seq() const { return write_.seq(); }
   const RecordLayerStats& stats() const { return stats_; }

@@ -65,11 +65,18 @@ bool RecordProtection::init_tls13(const CipherSuite& suite, const uint8_t* traff
 
 bool RecordProtection::init_tls12(const CipherSuite& suite, const uint8_t* key,
                                   const uint8_t* fixed_iv, uint64_t seq, bool sealing) {
+  return init_tls12(suite, key, fixed_iv, seq, sealing, seq);
+}
+
+bool RecordProtection::init_tls12(const CipherSuite& suite, const uint8_t* key,
+                                  const uint8_t* fixed_iv, uint64_t seq, bool sealing,
+                                  uint64_t explicit_nonce) {
   if (suite.version != TlsVersion::kTls12) return false;
   wipe_keys();
   suite_ = &suite;
   sealing_ = sealing;
   seq_ = seq;
+  explicit_nonce_ = explicit_nonce;
   std::memcpy(key_, key, suite.key_length);
   std::memcpy(iv_, fixed_iv, suite.fixed_iv_length);
   return aead_.init(suite.aead, key_, suite.key_length, sealing);
@@ -194,10 +201,12 @@ size_t RecordProtection::seal(ContentType type, const uint8_t* plaintext, size_t
     if (uses_xor_nonce(*suite_)) {
       make_xor_nonce(nonce);
     } else {
-      // RFC 5288 3: the explicit nonce must be distinct for every record; the sequence number
-      // is, and is what OpenSSL uses too.
+      // RFC 5288 3: "each value of the nonce_explicit MUST be distinct for each distinct
+      // invocation of the GCM encrypt function for any fixed key". OpenSSL started this key's
+      // at a random value and counted up; we go on counting from where it stopped (capture
+      // passes the last one + 1), so no value repeats before 2^64 records.
       std::memcpy(nonce, iv_, suite_->fixed_iv_length);
-      put_u64(nonce + suite_->fixed_iv_length, seq_);
+      put_u64(nonce + suite_->fixed_iv_length, explicit_nonce_);
       std::memcpy(body, nonce + suite_->fixed_iv_length, kTls12GcmExplicitNonceLength);
       ciphertext = body + kTls12GcmExplicitNonceLength;
     }
@@ -207,6 +216,7 @@ size_t RecordProtection::seal(ContentType type, const uint8_t* plaintext, size_t
     }
   }
   seq_++;
+  explicit_nonce_++;  // unsigned: wraps mod 2^64, as OpenSSL's counter does
   return total;
 }
 

@@ -45,8 +45,12 @@ class RecordProtection {
   bool init_tls13(const CipherSuite& suite, const uint8_t* traffic_secret, uint64_t seq,
                   bool sealing);
   // TLS 1.2: a write key and its fixed IV (suite.key_length and suite.fixed_iv_length bytes).
+  // AES-GCM sealing: `explicit_nonce` is the nonce_explicit of the first record sealed, and
+  // counts up by one per record from there (wrapping mod 2^64); it defaults to `seq`.
   bool init_tls12(const CipherSuite& suite, const uint8_t* key, const uint8_t* fixed_iv,
                   uint64_t seq, bool sealing);
+  bool init_tls12(const CipherSuite& suite, const uint8_t* key, const uint8_t* fixed_iv,
+                  uint64_t seq, bool sealing, uint64_t explicit_nonce);
   // RFC 8446 4.6.3: move to the next traffic secret and restart the sequence at 0.
   bool update_traffic_secret();
 
@@ -79,6 +83,7 @@ class RecordProtection {
   const CipherSuite* suite_ = nullptr;
   bool sealing_ = false;
   uint64_t seq_ = 0;
+  uint64_t explicit_nonce_ = 0;  // TLS 1.2 AES-GCM sealing: the next record's nonce_explicit
   uint8_t traffic_secret_[kMaxSecretLength] = {};
   uint8_t key_[kMaxKeyLength] = {};
   uint8_t iv_[kAeadNonceLength] = {};

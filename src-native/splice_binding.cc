@@ -78,16 +78,32 @@ void call_js(Napi::Env env, Napi::Function callback, Event* event) {
 // Delivers a splice's events to JS. Shared by the splice (I/O thread) and the TSFN finalizer
 // (JS thread): the TSFN may be finalized by environment teardown while the splice still runs,
 // so every use of it is checked under the mutex.
+//
+// The TSFN exists only from start() on (attach()): a TSFN keeps the event loop alive, and a
+// splice that is constructed but never started, or whose start() failed, must not.
 class EventSink : public SpliceObserver {
  public:
-  explicit EventSink(Napi::ThreadSafeFunction tsfn) : tsfn_(tsfn) {}
+  // JS thread, in start(), before the splice runs.
+  void attach(Napi::Env env, Napi::ThreadSafeFunction tsfn) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tsfn_ = tsfn;
+    attached_ = true;
+    if (!want_ref_) tsfn_.Unref(env);
+  }
+
+  // JS thread: start() could not start the splice; nothing will be emitted.
+  void detach() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (attached_ && alive_ && !released_) tsfn_.Release();
+    released_ = true;
+  }
 
   void on_peer_end() override { emit(new Event{EventType::kEnd, {}}); }
 
   void on_close(const SpliceEnd& end) override {
     emit(new Event{EventType::kClose, end});
     std::lock_guard<std::mutex> lock(mutex_);
-    if (alive_ && !released_) tsfn_.Release();
+    if (attached_ && alive_ && !released_) tsfn_.Release();
     released_ = true;
   }
 
@@ -98,7 +114,8 @@ class EventSink : public SpliceObserver {
 
   void set_ref(Napi::Env env, bool ref) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!alive_ || released_) return;
+    want_ref_ = ref;  // applied by attach() when called before start()
+    if (!attached_ || !alive_ || released_) return;
     if (ref) {
       tsfn_.Ref(env);
     } else {
@@ -109,13 +126,17 @@ class EventSink : public SpliceObserver {
  private:
   void emit(Event* event) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!alive_ || released_ || tsfn_.NonBlockingCall(event, call_js) != napi_ok) delete event;
+    if (!attached_ || !alive_ || released_ || tsfn_.NonBlockingCall(event, call_js) != napi_ok) {
+      delete event;
+    }
   }
 
   std::mutex mutex_;
-  Napi::ThreadSafeFunction tsfn_;
-  bool alive_ = true;     // guarded by mutex_
-  bool released_ = false; // guarded by mutex_
+  Napi::ThreadSafeFunction tsfn_;  // guarded by mutex_, valid once attached_
+  bool attached_ = false;  // guarded by mutex_
+  bool alive_ = true;      // guarded by mutex_
+  bool released_ = false;  // guarded by mutex_
+  bool want_ref_ = true;   // guarded by mutex_
 };
 
 // --- parameter conversion --------------------------------------------------------------------
@@ -157,13 +178,26 @@ class Params {
     return 0;
   }
 
-  // Copies exactly `length` bytes (when length > 0) of a Buffer into `out`; absent is allowed
-  // when `required` is false.
-  void bytes(const char* name, uint8_t* out, size_t length, bool required) {
+  // An optional BigInt: absent or null leaves *out_present false.
+  uint64_t optional_u64(const char* name, bool* out_present) {
+    *out_present = false;
     Napi::Value v = object_.Get(name);
-    if (v.IsUndefined() && !required) return;
-    if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != length) return bad(name);
-    std::memcpy(out, v.As<Napi::Buffer<uint8_t>>().Data(), length);
+    if (v.IsUndefined() || v.IsNull()) return 0;
+    *out_present = true;
+    return u64(name);
+  }
+
+  // Copies a Buffer of secrets (at most `capacity` bytes) into `out` and wipes the Buffer in
+  // place, whatever happens, so the JS heap keeps no copy of a key. Returns its length.
+  size_t take_secret(const char* name, uint8_t* out, size_t capacity) {
+    Napi::Value v = object_.Get(name);
+    if (!v.IsBuffer()) return bad(name), 0;
+    Napi::Buffer<uint8_t> b = v.As<Napi::Buffer<uint8_t>>();
+    const size_t length = b.Length();
+    if (length <= capacity) std::memcpy(out, b.Data(), length);
+    wipe(b.Data(), length);
+    if (length > capacity) return bad(name), 0;
+    return length;
   }
 
   std::vector<uint8_t> vector(const char* name) {
@@ -173,6 +207,8 @@ class Params {
     Napi::Buffer<uint8_t> b = v.As<Napi::Buffer<uint8_t>>();
     return std::vector<uint8_t>(b.Data(), b.Data() + b.Length());
   }
+
+  void invalid(const char* name) { bad(name); }
 
  private:
   void bad(const char* name) {
@@ -184,7 +220,34 @@ class Params {
   std::string problem_;
 };
 
-int dup_fd(int fd) { return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0); }
+// The `keys` parameter: every key of the session in one Buffer, which the binding wipes in place
+// as soon as it has copied it (lib/splice.ts packs it; the JS side keeps no other copy).
+//   TLS 1.3: read traffic secret || write traffic secret   (hash length each: 32 or 48 bytes)
+//   TLS 1.2: read key || read fixed IV || write key || write fixed IV
+//            (suite key length: 16 or 32; fixed IV: 4 for AES-GCM, 12 for ChaCha20-Poly1305)
+constexpr size_t kMaxPackedKeysLength = 2 * kMaxSecretLength > 2 * (kMaxKeyLength + kAeadNonceLength)
+                                            ? 2 * kMaxSecretLength
+                                            : 2 * (kMaxKeyLength + kAeadNonceLength);
+
+// Splits a packed keys Buffer (see above) into `keys`; false when its length is not the suite's.
+bool unpack_keys(const CipherSuite& suite, const uint8_t* packed, size_t length,
+                 SessionKeys* keys) {
+  if (suite.version == TlsVersion::kTls13) {
+    const size_t secret = hash_length(suite.hash);
+    if (length != 2 * secret) return false;
+    std::memcpy(keys->read_secret, packed, secret);
+    std::memcpy(keys->write_secret, packed + secret, secret);
+    return true;
+  }
+  const size_t key = suite.key_length;
+  const size_t iv = suite.fixed_iv_length;
+  if (length != 2 * (key + iv)) return false;
+  std::memcpy(keys->read_key, packed, key);
+  std::memcpy(keys->read_iv, packed + key, iv);
+  std::memcpy(keys->write_key, packed + key + iv, key);
+  std::memcpy(keys->write_iv, packed + 2 * key + iv, iv);
+  return true;
+}
 
 class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
  public:
@@ -220,33 +283,33 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     config.is_server = p.boolean("isServer", false);
     config.peer_ended = p.boolean("peerEnded", false);
     config.peer_close_notify = p.boolean("peerCloseNotify", false);
+    config.no_delay = p.boolean("noDelay", true);
+    config.on_truncation = static_cast<Truncation>(p.integer("onTruncation", 0, 1, 0));
 
+    // The keys Buffer is wiped first, before anything can throw (see kKeysLayout).
+    uint8_t packed[kMaxPackedKeysLength];
+    const size_t packed_length = p.take_secret("keys", packed, sizeof(packed));
     SessionKeys& keys = config.keys;
     const int64_t version = p.integer("version", 0x0303, 0x0304, 0x0304);
     keys.version = static_cast<TlsVersion>(version);
     keys.cipher_suite = static_cast<uint16_t>(p.integer("cipherSuite", 0, 0xffff, 0));
     const CipherSuite* suite = find_cipher_suite(keys.version, keys.cipher_suite);
     if (suite == nullptr) {
+      wipe(packed, sizeof(packed));
       throw_coded(env, "ERR_TLS_SPLICE_UNSUPPORTED_CIPHER",
                   "the native record layer does not implement this cipher suite");
       return;
     }
-    if (suite->version == TlsVersion::kTls13) {
-      const size_t length = hash_length(suite->hash);
-      p.bytes("readSecret", keys.read_secret, length, true);
-      p.bytes("writeSecret", keys.write_secret, length, true);
-    } else {
-      p.bytes("readKey", keys.read_key, suite->key_length, true);
-      p.bytes("readIv", keys.read_iv, suite->fixed_iv_length, true);
-      p.bytes("writeKey", keys.write_key, suite->key_length, true);
-      p.bytes("writeIv", keys.write_iv, suite->fixed_iv_length, true);
-    }
+    if (!unpack_keys(*suite, packed, packed_length, &keys)) p.invalid("keys");
+    wipe(packed, sizeof(packed));
     keys.read_seq = p.u64("readSeq");
     keys.write_seq = p.u64("writeSeq");
+    keys.write_explicit_nonce =
+        p.optional_u64("writeExplicitNonce", &keys.has_write_explicit_nonce);
     keys.max_fragment_length =
         static_cast<size_t>(p.integer("maxFragmentLength", 512, 16384, 16384));
     keys.key_update_after_records =
-        static_cast<uint64_t>(p.integer("keyUpdateAfterRecords", 0, INT64_C(1) << 52, 0));
+        static_cast<uint64_t>(p.integer("keyUpdateAfterRecords", 0, (INT64_C(1) << 53) - 1, 0));
     config.head = p.vector("head");
     config.initial_plaintext = p.vector("initialPlaintext");
     config.initial_ciphertext = p.vector("initialCiphertext");
@@ -260,39 +323,32 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
 
     // The native side uses only its own duplicates, so a user closing an fd can never make a
     // pump write into a reused descriptor.
-    config.tcp_fd = dup_fd(tcp_fd);
-    config.read_fd = dup_fd(read_fd);
-    config.write_fd = write_fd == read_fd ? config.read_fd : dup_fd(write_fd);
-    const int dup_errno = errno;
-    const bool dup_failed = config.tcp_fd < 0 || (read_fd >= 0 && config.read_fd < 0) ||
-                            (write_fd >= 0 && config.write_fd < 0);
+    int dup_errno = 0;
+    auto dup_owned = [&dup_errno](int fd) {
+      if (fd < 0) return OwnedFd();
+      OwnedFd owned = OwnedFd::dup_of(fd);
+      if (!owned.valid() && dup_errno == 0) dup_errno = errno;
+      return owned;
+    };
+    config.tcp_fd = dup_owned(tcp_fd);
+    config.read_fd = dup_owned(read_fd);
+    config.write_to_read_fd = write_fd >= 0 && write_fd == read_fd;
+    if (!config.write_to_read_fd) config.write_fd = dup_owned(write_fd);
+    const bool dup_failed = dup_errno != 0;
 
-    // The sink learns when the TSFN is finalized, whether released by the splice or torn down
-    // with the environment.
-    auto* holder = new std::shared_ptr<EventSink>();
-    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(
-        env, info[1].As<Napi::Function>(), "tls-splice", 0, 1,
-        [](Napi::Env, std::shared_ptr<EventSink>* sink) {
-          if (*sink) (*sink)->finalized();
-          delete sink;
-        },
-        holder);
-    auto sink = std::make_shared<EventSink>(tsfn);
-    *holder = sink;
-    sink_ = sink;
-
-    splice_ = std::make_shared<Splice>(std::move(config), sink);
+    // The callback waits here; the TSFN that calls it is made by start() (see EventSink).
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    sink_ = std::make_shared<EventSink>();
+    splice_ = std::make_shared<Splice>(std::move(config), sink_);
     // Moving copied the key arrays; wipe the moved-from copy.
     wipe(&keys, sizeof(keys));
     if (dup_failed) {
-      tsfn.Release();
       throw_uv(env, -dup_errno, "dup");
       splice_.reset();
       return;
     }
     std::string code;
     if (!splice_->init(&code)) {
-      tsfn.Release();
       throw_coded(env, code, "the native record layer cannot carry this session");
       splice_.reset();
       return;
@@ -305,9 +361,23 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     if (!splice_ || thread_ != nullptr) {
       return throw_coded(env, "ERR_TLS_SPLICE_INVALID_STATE", "splice already started");
     }
+    // The sink learns when the TSFN is finalized, whether released by the splice or torn down
+    // with the environment.
+    auto* holder = new std::shared_ptr<EventSink>(sink_);
+    Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(
+        env, callback_.Value(), "tls-splice", 0, 1,
+        [](Napi::Env, std::shared_ptr<EventSink>* sink) {
+          (*sink)->finalized();
+          delete sink;
+        },
+        holder);
+    sink_->attach(env, tsfn);
+    callback_.Reset();
     int error = 0;
     thread_ = pool_->start_splice(splice_, &error);
     if (thread_ == nullptr) {
+      sink_->detach();
+      splice_.reset();
       return throw_uv(env, error, "starting a native I/O thread");
     }
     return env.Undefined();
@@ -346,18 +416,19 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
   }
 
   Napi::Value ref(const Napi::CallbackInfo& info) {
-    if (auto sink = sink_.lock()) sink->set_ref(info.Env(), true);
+    if (sink_) sink_->set_ref(info.Env(), true);
     return info.Env().Undefined();
   }
 
   Napi::Value unref(const Napi::CallbackInfo& info) {
-    if (auto sink = sink_.lock()) sink->set_ref(info.Env(), false);
+    if (sink_) sink_->set_ref(info.Env(), false);
     return info.Env().Undefined();
   }
 
   std::shared_ptr<IoThreadPool> pool_;
   std::shared_ptr<Splice> splice_;
-  std::weak_ptr<EventSink> sink_;
+  std::shared_ptr<EventSink> sink_;
+  Napi::FunctionReference callback_;  // until start() hands it to the TSFN
   IoThread* thread_ = nullptr;
 };
 

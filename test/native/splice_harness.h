@@ -52,8 +52,8 @@ inline void set_nonblocking(int fd, bool on) {
   fcntl(fd, F_SETFL, on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK);
 }
 
-// A connected TCP pair on 127.0.0.1.
-inline void tcp_pair(int out[2]) {
+// A connected TCP pair on 127.0.0.1, with TCP_NODELAY on both ends unless told otherwise.
+inline void tcp_pair(int out[2], bool nodelay = true) {
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
   if (listener < 0) die("socket");
   sockaddr_in addr{};
@@ -68,6 +68,7 @@ inline void tcp_pair(int out[2]) {
   out[1] = accept(listener, nullptr, nullptr);
   if (out[1] < 0) die("accept");
   close(listener);
+  if (!nodelay) return;
   const int one = 1;
   setsockopt(out[0], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   setsockopt(out[1], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -113,6 +114,11 @@ struct TlsParams {
   bool pipes = false;           // user side: two pipes instead of a socketpair
   int sink_pipe_size = 0;       // pipes: F_SETPIPE_SZ of the sink pipe (0: default)
   tls_splice::FramingConfig framing;  // packet framing (user side: a SOCK_SEQPACKET pair)
+  bool tcp_target = false;      // user side: a loopback TCP pair instead of a socketpair
+  bool harness_nodelay = true;  // the harness sets TCP_NODELAY on the TCP pairs it makes
+  bool keep_fd_copies = false;  // keep dups of the splice's TCP fd and target fd (see Harness)
+  bool no_delay = true;                                          // SpliceConfig::no_delay
+  tls_splice::Truncation on_truncation = tls_splice::Truncation::kEnd;
 };
 
 // Lines the keylog callback saw, per SSL.
@@ -509,6 +515,10 @@ struct Harness {
   tls_splice::IoThread* thread = nullptr;
   uint16_t suite_id = 0;
   std::string init_code;
+  // With params.keep_fd_copies: dups of the fds given to the splice, to read socket options
+  // after the splice closed its own (a copy keeps the socket open: no reset on close).
+  int tcp_fd_copy = -1;
+  int target_fd_copy = -1;
 
   explicit Harness(TlsParams p) : params(std::move(p)) {}
 
@@ -519,6 +529,8 @@ struct Harness {
     if (peer_fd >= 0) close(peer_fd);
     if (user_write_fd >= 0) close(user_write_fd);
     if (user_read_fd >= 0 && user_read_fd != user_write_fd) close(user_read_fd);
+    if (tcp_fd_copy >= 0) close(tcp_fd_copy);
+    if (target_fd_copy >= 0) close(target_fd_copy);
     SSL_CTX_free(client_ctx);
     SSL_CTX_free(server_ctx);
   }
@@ -556,12 +568,12 @@ struct Harness {
     client_ctx = make_ctx(false);
     server_ctx = make_ctx(true);
     int tcp[2];
-    tcp_pair(tcp);  // tcp[0] client, tcp[1] server
+    tcp_pair(tcp, params.harness_nodelay);  // tcp[0] client, tcp[1] server
     int client_fd = tcp[0], server_fd = tcp[1];
     if (params.trickle_proxy) {
       // client <-> proxy <-> server: the proxy sits on the peer's side of the splice.
       int second[2];
-      tcp_pair(second);
+      tcp_pair(second, params.harness_nodelay);
       // client = tcp[0] <-> proxy(tcp[1], second[0]) <-> second[1] = server
       proxy = std::make_unique<Proxy>(tcp[1], second[0]);
       server_fd = second[1];
@@ -630,25 +642,37 @@ struct Harness {
     const int spliced_fd = params.spliced_is_server ? server_fd : client_fd;
     peer_ssl = params.spliced_is_server ? client : server;
     peer_fd = params.spliced_is_server ? client_fd : server_fd;
-    config.tcp_fd = spliced_fd;
+    config.tcp_fd = tls_splice::OwnedFd(spliced_fd);
     config.framing = params.framing;
+    config.no_delay = params.no_delay;
+    config.on_truncation = params.on_truncation;
+    if (params.keep_fd_copies) tcp_fd_copy = dup(spliced_fd);
     config.deliver_in = deliver_in;
     config.deliver_out = deliver_out;
     if (params.pipes) {
       int to_splice[2], from_splice[2];
       if (pipe(to_splice) < 0 || pipe(from_splice) < 0) die("pipe");
       if (params.sink_pipe_size) fcntl(from_splice[1], F_SETPIPE_SZ, params.sink_pipe_size);
-      config.read_fd = to_splice[0];
-      config.write_fd = from_splice[1];
+      config.read_fd = tls_splice::OwnedFd(to_splice[0]);
+      config.write_fd = tls_splice::OwnedFd(from_splice[1]);
       user_write_fd = to_splice[1];
       user_read_fd = from_splice[0];
+    } else if (params.tcp_target) {
+      int sp[2];
+      tcp_pair(sp, params.harness_nodelay);
+      config.read_fd = tls_splice::OwnedFd(sp[0]);
+      config.write_to_read_fd = true;
+      user_write_fd = user_read_fd = sp[1];
+      if (params.keep_fd_copies) target_fd_copy = dup(sp[0]);
     } else {
       int sp[2];
       const int type = params.framing.framing == tls_splice::Framing::kStream ? SOCK_STREAM
                                                                               : SOCK_SEQPACKET;
       if (socketpair(AF_UNIX, type, 0, sp) < 0) die("socketpair");
-      config.read_fd = config.write_fd = sp[0];
+      config.read_fd = tls_splice::OwnedFd(sp[0]);
+      config.write_to_read_fd = true;
       user_write_fd = user_read_fd = sp[1];
+      if (params.keep_fd_copies) target_fd_copy = dup(sp[0]);
     }
     splice = std::make_shared<tls_splice::Splice>(std::move(config), observer);
     if (!splice->init(&init_code)) return false;

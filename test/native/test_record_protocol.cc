@@ -1,7 +1,8 @@
 // The protocol the record layer speaks after handover: empty-record and KeyUpdate floods,
 // KeyUpdate validation and answers, our own KeyUpdate, NewSessionTicket reassembly and
 // skipping, alerts, TLS 1.2 renegotiation refusal, TLS 1.3 post-handshake auth refusal,
-// max_fragment_length and sequence-number exhaustion.
+// max_fragment_length and sequence-number exhaustion, the cap on our own KeyUpdate interval, and
+// the TLS 1.2 AES-GCM explicit nonce after handover.
 #include <string>
 
 #include "record_harness.h"
@@ -639,6 +640,80 @@ void test_sequence_exhaustion() {
   }
 }
 
+void test_key_update_limit_cap() {
+  // RFC 8446 5.5: "Implementations MUST NOT exceed these limits". A keyUpdateAfterRecords
+  // above the suite's limit (2^24 records for AES-GCM here) is capped to it: a handover at
+  // sequence 2^24 with the setting at 2^40 rekeys before its first record.
+  for (const uint16_t suite : {0x1301, 0x1302}) {
+    test::begin_case("keyUpdateAfterRecords capped " + std::to_string(suite));
+    test::Session s(k13, suite, uint64_t{1} << 24, 0, /*key_update_after=*/uint64_t{1} << 40);
+    CHECK(s.ok);
+    CHECK_U64(s.client.key_update_after_records(), uint64_t{1} << 24);
+    const Bytes rec = seal_data(s.client, Bytes{7});
+    CHECK_U64(s.client.stats().key_updates_out, 1);
+    CHECK(test::feed(s.server, rec).data == Bytes({7}));
+  }
+  {
+    // A setting below the limit is kept; ChaCha20-Poly1305's limit is the sequence space.
+    test::begin_case("keyUpdateAfterRecords kept below the limit");
+    test::Session gcm(k13, 0x1301, 0, 0, 1000);
+    CHECK_U64(gcm.client.key_update_after_records(), 1000);
+    test::Session chacha(k13, 0x1303, 0, 0, uint64_t{1} << 40);
+    CHECK_U64(chacha.client.key_update_after_records(), uint64_t{1} << 40);
+  }
+}
+
+uint64_t explicit_nonce_of(const Bytes& record) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; i++) v = (v << 8) | record[kRecordHeaderLength + i];
+  return v;
+}
+
+void test_tls12_explicit_nonce() {
+  // RFC 5288 3: "each value of the nonce_explicit MUST be distinct for each distinct invocation
+  // of the GCM encrypt function for any fixed key". OpenSSL's counter starts at a random value;
+  // after handover we continue from the value capture passes (here the last two before the
+  // 64-bit counter wraps, which it does mod 2^64 as OpenSSL's does).
+  for (const uint16_t suite : {0xC02F, 0xC030}) {
+    test::begin_case("TLS 1.2 explicit nonce continues " + std::to_string(suite));
+    test::Session s(k12, suite, 1, 1);
+    s.keys.client.has_write_explicit_nonce = true;
+    s.keys.client.write_explicit_nonce = UINT64_MAX - 1;
+    REQUIRE(s.client.init(s.keys.client, false));
+    const Bytes a = seal_data(s.client, Bytes{1});
+    const Bytes b = seal_data(s.client, Bytes{2});
+    const Bytes c = seal_data(s.client, Bytes{3});
+    REQUIRE(!a.empty() && !b.empty() && !c.empty());
+    CHECK_U64(explicit_nonce_of(a), UINT64_MAX - 1);
+    CHECK_U64(explicit_nonce_of(b), UINT64_MAX);
+    CHECK_U64(explicit_nonce_of(c), 0);
+    // The sequence number (in the AAD) is unchanged by it: the peer opens all three.
+    CHECK_U64(s.client.write_seq(), 4);
+    CHECK(test::feed(s.server, test::concat({a, b, c})).data == Bytes({1, 2, 3}));
+  }
+  {
+    // Absent, the explicit nonce is the sequence number, as before.
+    test::begin_case("TLS 1.2 explicit nonce defaults to the sequence number");
+    test::Session s(k12, 0xC02F, 5, 1);
+    const Bytes a = seal_data(s.client, Bytes{1});
+    const Bytes b = seal_data(s.client, Bytes{2});
+    CHECK_U64(explicit_nonce_of(a), 5);
+    CHECK_U64(explicit_nonce_of(b), 6);
+    CHECK(test::feed(s.server, test::concat({a, b})).data == Bytes({1, 2}));
+  }
+  {
+    // ChaCha20-Poly1305 has no explicit nonce (RFC 7905 2): the setting changes nothing.
+    test::begin_case("TLS 1.2 ChaCha20 ignores the explicit nonce");
+    test::Session s(k12, 0xCCA8, 1, 1);
+    s.keys.client.has_write_explicit_nonce = true;
+    s.keys.client.write_explicit_nonce = 12345;
+    REQUIRE(s.client.init(s.keys.client, false));
+    const Bytes a = seal_data(s.client, Bytes{9});
+    CHECK_EQ(a.size(), kRecordHeaderLength + 1 + kAeadTagLength);
+    CHECK(test::feed(s.server, a).data == Bytes({9}));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -650,5 +725,7 @@ int main() {
   test_renegotiation();
   test_max_fragment_length();
   test_sequence_exhaustion();
+  test_key_update_limit_cap();
+  test_tls12_explicit_nonce();
   return test::finish("test_record_protocol");
 }
