@@ -17,6 +17,10 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_BAD_RECORD'
   | 'ERR_TLS_SPLICE_BAD_HANDSHAKE'
   | 'ERR_TLS_SPLICE_NO_FD'
+  | 'ERR_TLS_SPLICE_INVALID_STATE'
+  | 'ERR_TLS_SPLICE_TARGET_NOT_RAW'
+  | 'ERR_TLS_SPLICE_TARGET_CLOSED'
+  | 'ERR_TLS_SPLICE_STOPPED'
   | (string & {});
 
 export class SpliceError extends Error {
