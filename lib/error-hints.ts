@@ -36,6 +36,8 @@ export const HINTS: Record<string, string> = {
     'net.Socket.',
   ERR_TLS_SPLICE_TARGET_CLOSED: 'The target socket closed before the splice started; nothing ' +
     'was taken over. Answer the peer over the TLSSocket (e.g. an HTTP 502) or close it.',
+  ERR_TLS_SPLICE_INVALID_STATE: 'start() was called on a splice that was already stopped; ' +
+    'create a new one with spliceTo().',
   ERR_TLS_SPLICE_STOPPED: 'stop() was called before the splice started; nothing was taken over ' +
     'and the TLSSocket is still yours.',
   ECONNREFUSED: 'The target refused the connection. Nothing was taken over: answer the peer over ' +
