@@ -525,6 +525,13 @@ export class SpliceHandle extends EventEmitter {
       resetTargetSocket(this.target);
     }
     closeTarget(this.target, this.options.autoClose && wasRunning);
+    // The listener holds this handle: a socket that outlives the splice must not keep it alive.
+    // One the engine had stays guarded (a late error of a taken-over socket must not crash).
+    const socket = this.target.socket;
+    if (socket !== null) {
+      socket.removeListener('error', this.onTargetError);
+      if (wasRunning) socket.on('error', noop);
+    }
     this.finalStats = stats;
     const end: SpliceEnd = {
       reason: info.reason,
@@ -549,6 +556,8 @@ export class SpliceHandle extends EventEmitter {
     this.resolveClosed(end);
   }
 }
+
+function noop(): void {}
 
 // TCP_NODELAY on a target socket (a no-op on a Pipe). The native engine sets it on its own
 // duplicate too; this covers the JS engine and the socket's life after the splice.

@@ -45,6 +45,23 @@ function socketHandle(socket: net.Socket): SocketHandle | null {
   return (socket as unknown as { _handle?: SocketHandle | null })._handle ?? null;
 }
 
+// node-internal: the fd under a connected socket's handle, or -1.
+function socketFd(socket: net.Socket): number {
+  const fd = socketHandle(socket)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+// node-internal: stops Node reading the socket's fd. read() calls _read(), which restarts reading
+// on the handle when the buffer runs low, so this is called after draining, in the same tick;
+// `reading = false` lets a later resume() by the user start it again.
+function stopHandleReading(socket: net.Socket): void {
+  const handle = socketHandle(socket);
+  if (handle !== null && typeof handle.readStop === 'function') {
+    handle.readStop();
+    handle.reading = false;
+  }
+}
+
 // node-internal: the handle's constructor name (`TCP`, `Pipe`, `TLSWrap`, `JSStream`, ...).
 function socketHandleKind(socket: net.Socket): string | null {
   const handle = socketHandle(socket);
@@ -192,8 +209,8 @@ export async function takeOverSocket(resolved: ResolvedTarget, direction: Splice
   if (socket.writableLength > 0 && !socket.writableEnded) {
     await new Promise((resolve) => socket.write(Buffer.alloc(0), resolve));
   }
-  const handle = socketHandle(socket);
-  if (handle === null || typeof handle.fd !== 'number' || handle.fd < 0) {
+  const fd = socketFd(socket);
+  if (fd < 0) {
     throw new SpliceError('ERR_TLS_SPLICE_TARGET_CLOSED',
       'The target net.Socket has no file descriptor any more (it was closed while the splice ' +
       'started).');
@@ -202,14 +219,8 @@ export async function takeOverSocket(resolved: ResolvedTarget, direction: Splice
   const buffered: Buffer[] = [];
   let chunk: Buffer | null;
   while ((chunk = socket.read() as Buffer | null) !== null) buffered.push(chunk);
-  // read() calls _read(), which restarts reading on the handle when the buffer runs low, so
-  // reading is stopped after draining, in the same tick: Node reads nothing more from the fd.
-  // `reading = false` lets a later resume() by the user start it again.
-  if (typeof handle.readStop === 'function') {
-    handle.readStop();
-    handle.reading = false;
-  }
-  const fd = handle.fd;
+  // Same tick: Node reads nothing more from the fd.
+  stopHandleReading(socket);
   resolved.readFd = direction === 'in' ? -1 : fd;
   resolved.writeFd = direction === 'out' ? -1 : fd;
   resolved.readKind = resolved.readFd >= 0 ? 'socket' : null;
