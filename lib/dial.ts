@@ -47,12 +47,13 @@ export interface PendingTarget {
   // Resolves once the socket is connected and its queued writes have left; rejects with a coded
   // error when it fails or closes first, or with the error given to cancel().
   readonly ready: Promise<void>;
-  cancel(reason: SpliceError): void;
+  // Rejects `ready` with reason; false when it had already settled (the target was ready).
+  cancel(reason: SpliceError): boolean;
 }
 
 // earlyError: what the socket emitted before the wait began (spliceTo() listens from the call).
 export function waitForTarget(socket: net.Socket, earlyError: () => Error | null): PendingTarget {
-  let cancel: (reason: SpliceError) => void = () => {};
+  let cancel: (reason: SpliceError) => boolean = () => false;
   const ready = new Promise<void>((resolve, reject) => {
     let flushing = false;
     let settled = false;
@@ -100,7 +101,11 @@ export function waitForTarget(socket: net.Socket, earlyError: () => Error | null
       debug('target: connected (%s)', socket.remoteAddress ?? 'local');
       resolve();
     };
-    cancel = (reason) => fail(reason);
+    cancel = (reason) => {
+      if (settled) return false;
+      fail(reason);
+      return true;
+    };
     socket.on('connect', onConnect);
     socket.on('finish', onFinish);
     socket.on('error', onError);

@@ -271,23 +271,25 @@ export class SpliceHandle extends EventEmitter {
   }
 
   /**
-   * Idempotent; resolves when the splice has closed. While start() still waits for the target it
-   * cancels the start (which rejects with ERR_TLS_SPLICE_STOPPED, or ABORT_ERR for the signal)
-   * and leaves the TLSSocket untouched; once the capture has begun, the engine is stopped as
-   * soon as it runs.
+   * Idempotent; resolves when the splice has closed. While start() still waits for the target (a
+   * connecting or dialled socket) it cancels the start (which rejects with ERR_TLS_SPLICE_STOPPED,
+   * or ABORT_ERR for the signal) and leaves the TLSSocket untouched; once the target is ready,
+   * start() resolves and the engine is stopped as soon as it runs.
    */
   stop(options: StopOptions = {}): Promise<SpliceEnd> {
     const graceful = options.graceful !== false;
     if (this.state === 'idle') {
       this.finish(endInfo('stopped'), emptyStats());
-    } else if (this.state === 'starting' && this.pendingTarget !== null) {
+    } else if (this.state === 'starting') {
       const aborted = this.options.signal?.aborted === true;
-      this.pendingTarget.cancel(aborted ?
+      const cancelled = this.pendingTarget?.cancel(aborted ?
         new SpliceError('ABORT_ERR', 'The splice was aborted before it started; the TLSSocket ' +
           'is untouched.') :
-        new SpliceError('ERR_TLS_SPLICE_STOPPED', HINTS.ERR_TLS_SPLICE_STOPPED));
-    } else if (this.state === 'starting') {
-      if (this.pendingStop === null || !graceful) this.pendingStop = { ...options, graceful };
+        new SpliceError('ERR_TLS_SPLICE_STOPPED', HINTS.ERR_TLS_SPLICE_STOPPED)) === true;
+      // The target was ready already: the engine is stopped as soon as it runs.
+      if (!cancelled && (this.pendingStop === null || !graceful)) {
+        this.pendingStop = { ...options, graceful };
+      }
     } else if (this.state === 'running' && this.active !== null) {
       this.active.stop(graceful);
       if (graceful && options.timeout !== undefined && this.stopTimer === null) {
