@@ -20,8 +20,14 @@ const read = (file) => fs.readFileSync(file);
 const closers = [];
 after(async () => { for (const close of closers.reverse()) await close(); });
 
+// Servers stop listening at the end; connections a test left open must not hold the file.
 function listen(server, ...args) {
-  closers.push(() => new Promise((resolve) => server.close(() => resolve())));
+  const sockets = new Set();
+  server.on('connection', (s) => { sockets.add(s); s.once('close', () => sockets.delete(s)); });
+  closers.push(() => {
+    server.close();
+    for (const s of sockets) s.destroy();
+  });
   return new Promise((resolve) => server.listen(...args, () => resolve(server)));
 }
 
