@@ -43,6 +43,9 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_TRUNCATED_RECORD'
   | 'ERR_TLS_SPLICE_FRAMING'
   | 'ERR_TLS_SPLICE_UNEXPECTED_DATA'
+  | 'ERR_TLS_SPLICE_TARGET_NOT_RAW'
+  | 'ERR_TLS_SPLICE_TARGET_CLOSED'
+  | 'ERR_TLS_SPLICE_STOPPED'
   | (string & {});
 
 export class SpliceError extends Error {

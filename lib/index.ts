@@ -8,7 +8,7 @@ export type { CapturedSession, CaptureOptions } from './capture';
 export { spliceTo, pipeToNative, SpliceHandle } from './splice';
 export type {
   SpliceOptions, SpliceEnd, SpliceStats, StopOptions, SpliceTarget, SpliceDirection,
-  SpliceEngineOption,
+  SpliceEngineOption, TruncationMode,
 } from './splice';
 export { openTun } from './tun';
 export type { OpenTunOptions, TunDevice } from './tun';

@@ -348,7 +348,9 @@ export class JsEngine implements Engine {
     if (direction !== 'out') {
       this.sink = this.makeSink();
       if (this.options.head && this.options.head.length) {
-        this.sink.write(this.options.head, () => {});
+        const head = this.options.head;
+        // bytesIn counts everything written to the target, `head` included.
+        this.sink.write(head, (err) => { if (!err) this.counters.bytesIn += head.length; });
       }
       tlsSocket.on('data', this.onTlsData);
     } else {

@@ -10,23 +10,39 @@
 //  - 'out': once the target's EOF was read, everything reached the peer with our close_notify,
 //    and the peer closed its side too.
 //  - on stop(): when the stop completed; on an error: at once.
+//
+// start() has two phases. The first is reversible: resolve and validate the target, dial a
+// { host, port } / { path } target, wait for a target socket to connect and flush; stop(), the
+// abort signal and the target's 'close' cancel it, and a failure rejects with the target's own
+// code (ECONNREFUSED, ...) with the TLSSocket untouched. The second is not: capture the session,
+// then start the engine at once.
 import { EventEmitter } from 'node:events';
+import type * as net from 'node:net';
 import type * as tls from 'node:tls';
+import * as util from 'node:util';
 import { binding } from './binding';
 import { CapturedSession, captureSession, releaseSpentSocket } from './capture';
+import { PendingTarget, dial, targetError, waitForTarget } from './dial';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
+import { HINTS } from './error-hints';
 import { SpliceError, invalidArg } from './errors';
 import { Framing, FramingOptions, PacketInfoKind } from './framing';
-import { JsEngine } from './js-engine';
+import { JsEngine, JsEngineOptions } from './js-engine';
 import {
-  ResolvedTarget, SpliceDirection, SpliceTarget, closeTarget, closeWriteSideEarly,
-  resolveTarget, takeOverSocket,
+  ResolvedTarget, SpliceDirection, SpliceTarget, adoptUserFds, closeTarget, closeUserFds,
+  closeWriteSideEarly, keepSocketHalfOpen, notRawReason, resetTargetSocket, resolveTarget,
+  takeOverSocket,
 } from './target';
+
+const debug = util.debuglog('tls-splice');
 
 export type { SpliceStats } from './engine';
 export type { SpliceDirection, SpliceTarget } from './target';
 
 export type SpliceEngineOption = 'auto' | 'native' | 'js';
+
+/** What a target socket gets when the peer's TCP ends without close_notify (a truncation). */
+export type TruncationMode = 'end' | 'reset';
 
 export interface SpliceOptions {
   /** 'duplex' (default), 'in' (TLS -> fd only) or 'out' (fd -> TLS only). */
@@ -50,8 +66,13 @@ export interface SpliceOptions {
    * Default: the cipher's RFC 8446 5.5 limit. Lower it only to exercise KeyUpdate.
    */
   keyUpdateAfterRecords?: number;
-  /** The peer's TCP ended without close_notify: 'end' (default) ends the target; 'reset' resets it. */
-  onTruncation?: 'end' | 'reset';
+  /**
+   * The peer's TCP ended without close_notify: 'reset' (default) resets a socket target (RST),
+   * so a backend cannot mistake a cut upload for a complete one; 'end' gives it a normal FIN.
+   */
+  onTruncation?: TruncationMode;
+  /** TCP_NODELAY on a socket target (and on a dialled one). Default true. */
+  noDelay?: boolean;
 }
 
 export interface StopOptions {
@@ -116,7 +137,8 @@ interface ResolvedOptions {
   signal: AbortSignal | null;
   framing: FramingOptions;
   keyUpdateAfterRecords: number;
-  onTruncation: 'end' | 'reset';
+  onTruncation: TruncationMode;
+  noDelay: boolean;
 }
 
 function resolveOptions(options: SpliceOptions): ResolvedOptions {
@@ -175,51 +197,17 @@ function resolveOptions(options: SpliceOptions): ResolvedOptions {
     throw invalidArg('options.keyUpdateAfterRecords', 'a non-negative integer',
       keyUpdateAfterRecords);
   }
-  const onTruncation = options.onTruncation ?? 'end';
+  const onTruncation = options.onTruncation ?? 'reset';
   if (onTruncation !== 'end' && onTruncation !== 'reset') {
     throw invalidArg('options.onTruncation', "'end' or 'reset'", onTruncation);
   }
+  const noDelay = options.noDelay ?? true;
+  if (typeof noDelay !== 'boolean') throw invalidArg('options.noDelay', 'a boolean', noDelay);
   return {
     direction, autoClose: options.autoClose === true, head, engine, signal,
-    framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords, onTruncation,
+    framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords, onTruncation, noDelay,
   };
 }
-
-// What each end code means for the user, and what to do about it.
-const HINTS: Record<string, string> = {
-  ERR_TLS_SPLICE_BAD_RECORD_MAC: 'A record from the peer failed authentication: the ' +
-    'connection was tampered with, or the peer is broken. The session cannot continue.',
-  ERR_TLS_SPLICE_RECORD_OVERFLOW: 'The peer sent a record longer than TLS allows.',
-  ERR_TLS_SPLICE_BAD_RECORD_VERSION: 'The peer sent a record with a wrong version number.',
-  ERR_TLS_SPLICE_UNEXPECTED_RECORD: 'The peer sent a record type that is not allowed after ' +
-    'the handshake.',
-  ERR_TLS_SPLICE_UNEXPECTED_MESSAGE: 'The peer sent a post-handshake message that is not ' +
-    'allowed here.',
-  ERR_TLS_SPLICE_RENEGOTIATION: 'The peer kept asking for TLS 1.2 renegotiation, which a ' +
-    'spliced session refuses. Disable renegotiation on the peer.',
-  ERR_TLS_SPLICE_POST_HANDSHAKE_AUTH: 'The server asked for a client certificate after the ' +
-    'handshake (TLS 1.3 post-handshake auth), which a spliced session cannot answer.',
-  ERR_TLS_SPLICE_DECODE_ERROR: 'The peer sent a malformed alert or handshake message.',
-  ERR_TLS_SPLICE_ILLEGAL_PARAMETER: 'The peer sent a message with a forbidden value.',
-  ERR_TLS_SPLICE_EMPTY_RECORD_FLOOD: 'The peer sent too many empty records in a row.',
-  ERR_TLS_SPLICE_KEY_UPDATE_FLOOD: 'The peer sent too many KeyUpdates without data.',
-  ERR_TLS_SPLICE_MESSAGE_TOO_LARGE: 'The peer sent an oversized post-handshake message.',
-  ERR_TLS_SPLICE_SEQUENCE_EXHAUSTED: 'The TLS sequence numbers of this session are used up. ' +
-    'Open a new connection.',
-  ERR_TLS_SPLICE_TRUNCATED_RECORD: "The peer's TCP stream ended in the middle of a TLS record.",
-  ERR_TLS_SPLICE_FRAMING: 'A packet did not match the framing.',
-  ERR_TLS_SPLICE_UNEXPECTED_DATA: "The peer sent data, but direction 'out' has nowhere to " +
-    "deliver it. Use direction 'duplex'.",
-  ERR_TLS_SPLICE_INTERNAL: 'An internal error (OpenSSL failed). Please report it.',
-  ERR_TLS_SPLICE_INVALID_ARG: 'The native engine cannot use an fd it was given (see the detail): ' +
-    'pass an open socket, pipe or character device that stays open while the splice runs.',
-  ERR_TLS_SPLICE_INVALID_STATE: 'This splice was already started or stopped; create a new one.',
-  ERR_TLS_SPLICE_UNSUPPORTED_CIPHER: "The native record layer cannot use this session's cipher " +
-    "suite. Use engine: 'auto' to fall back to the JS engine.",
-  EPIPE: 'The other end closed while data was still being written to it.',
-  ECONNRESET: 'The connection was reset by the other end.',
-  EBADF: 'An fd was closed while the splice was using it.',
-};
 
 export function endError(info: EngineEndInfo): SpliceError | undefined {
   if (info.reason !== 'error') return undefined;
@@ -253,15 +241,26 @@ export class SpliceHandle extends EventEmitter {
   private startPromise: Promise<void> | null = null;
   private active: Engine | null = null;
   private pendingStop: StopOptions | null = null;
+  private pendingTarget: PendingTarget | null = null;
+  private targetFailure: Error | null = null;
+  private forceJs = false;
+  private refed = true;
   private stopTimer: NodeJS.Timeout | null = null;
   private finalStats: SpliceStats | null = null;
   private resolveClosed!: (end: SpliceEnd) => void;
   private readonly onAbort = () => void this.stop({ graceful: false });
+  // On a target socket from spliceTo() on: an error with no listener would crash the process
+  // (a refused backend before start() is called), and the first one is start()'s answer.
+  private readonly onTargetError = (err: Error) => {
+    this.targetFailure ??= err;
+    debug('target error: %s', (err as NodeJS.ErrnoException).code ?? err.message);
+  };
 
   constructor(readonly tlsSocket: tls.TLSSocket, target: SpliceTarget, options: SpliceOptions) {
     super();
     this.options = resolveOptions(options);
     this.target = resolveTarget(target, this.options.direction);
+    this.target.socket?.on('error', this.onTargetError);
     this.closed = new Promise((resolve) => { this.resolveClosed = resolve; });
   }
 
@@ -271,13 +270,26 @@ export class SpliceHandle extends EventEmitter {
     return this.startPromise;
   }
 
-  /** Idempotent; resolves when the splice has closed. */
+  /**
+   * Idempotent; resolves when the splice has closed. While start() still waits for the target (a
+   * connecting or dialled socket) it cancels the start (which rejects with ERR_TLS_SPLICE_STOPPED,
+   * or ABORT_ERR for the signal) and leaves the TLSSocket untouched; once the target is ready,
+   * start() resolves and the engine is stopped as soon as it runs.
+   */
   stop(options: StopOptions = {}): Promise<SpliceEnd> {
     const graceful = options.graceful !== false;
     if (this.state === 'idle') {
       this.finish(endInfo('stopped'), emptyStats());
     } else if (this.state === 'starting') {
-      if (this.pendingStop === null || !graceful) this.pendingStop = { ...options, graceful };
+      const aborted = this.options.signal?.aborted === true;
+      const cancelled = this.pendingTarget?.cancel(aborted ?
+        new SpliceError('ABORT_ERR', 'The splice was aborted before it started; the TLSSocket ' +
+          'is untouched.') :
+        new SpliceError('ERR_TLS_SPLICE_STOPPED', HINTS.ERR_TLS_SPLICE_STOPPED)) === true;
+      // The target was ready already: the engine is stopped as soon as it runs.
+      if (!cancelled && (this.pendingStop === null || !graceful)) {
+        this.pendingStop = { ...options, graceful };
+      }
     } else if (this.state === 'running' && this.active !== null) {
       this.active.stop(graceful);
       if (graceful && options.timeout !== undefined && this.stopTimer === null) {
@@ -295,12 +307,17 @@ export class SpliceHandle extends EventEmitter {
 
   /** A running splice keeps the process alive, like a socket; unref() lets it exit. */
   ref(): this {
+    this.refed = true;
     this.active?.ref();
+    if (this.target.ownsSocket) this.target.socket?.ref();
     return this;
   }
 
+  /** Also before start() resolves: remembered, and applied to the engine when it starts. */
   unref(): this {
+    this.refed = false;
     this.active?.unref();
+    if (this.target.ownsSocket) this.target.socket?.unref();
     return this;
   }
 
@@ -315,6 +332,19 @@ export class SpliceHandle extends EventEmitter {
       throw new SpliceError('ABORT_ERR', 'The splice was aborted before it started.');
     }
     signal?.addEventListener('abort', this.onAbort, { once: true });
+    // Phase 1, reversible: nothing of the TLSSocket is touched.
+    try {
+      await this.prepareTarget();
+    } catch (err) {
+      const error = targetError(err);
+      debug('start: target phase failed: %s', error.code);
+      const reason = error.code === 'ABORT_ERR' ? 'aborted' :
+        error.code === 'ERR_TLS_SPLICE_STOPPED' ? 'stopped' : 'error';
+      this.finish(endInfo(reason, reason === 'error' ? { code: error.code } : {}), emptyStats(),
+        reason === 'error' ? error : undefined);
+      throw error;
+    }
+    // Phase 2, irreversible once the capture succeeds: capture, then the engine at once.
     try {
       this.active = await this.createEngine();
     } catch (err) {
@@ -324,11 +354,44 @@ export class SpliceHandle extends EventEmitter {
       this.finish(endInfo('error', { code: error.code }), emptyStats(), error);
       throw error;
     }
+    if (!this.refed) this.active.unref();
     // An engine that already ended (its 'close' came first) leaves the handle closed.
     if (this.state !== 'starting') return;
     this.state = 'running';
     const stop = this.pendingStop;
     if (stop !== null) void this.stop(stop);
+  }
+
+  // Dials a { host, port } / { path } target, waits until a target socket is connected and has
+  // flushed, and decides whether its fd may go to the native engine. Cancellable (stop(), the
+  // signal); fails with the target's own error.
+  private async prepareTarget(): Promise<void> {
+    const target = this.target;
+    if (target.dial !== null) {
+      target.socket = dial(target.dial, this.options.noDelay);
+      target.ownsSocket = true;
+      target.socket.on('error', this.onTargetError);
+      if (!this.refed) target.socket.unref();
+    }
+    const socket = target.socket;
+    if (socket === null) return;
+    this.pendingTarget = waitForTarget(socket, () => this.targetFailure);
+    try {
+      await this.pendingTarget.ready;
+    } finally {
+      this.pendingTarget = null;
+    }
+    const why = notRawReason(socket);
+    if (why === null) return;
+    const refusal = new SpliceError('ERR_TLS_SPLICE_TARGET_NOT_RAW', `${why}, so the native ` +
+      "engine must not have it: its cleartext would go out unencrypted. Use engine: 'auto' or " +
+      "'js' (the JS engine writes through the socket), or pass a plain net.Socket.");
+    if (this.options.engine === 'native') throw refusal;
+    debug('start: %s', why);
+    if (this.options.engine === 'auto') {
+      this.fallbackReason = refusal;
+      this.forceJs = true;
+    }
   }
 
   private async createEngine(): Promise<Engine> {
@@ -337,13 +400,14 @@ export class SpliceHandle extends EventEmitter {
       onEnd: () => this.onEngineEnd(),
       onClose: (info, stats) => this.onEngineClose(info, stats),
     };
-    if (engine === 'js') return this.startJs(events);
+    if (engine === 'js' || this.forceJs) return this.startJs(events);
     let session: CapturedSession;
     try {
       session = await captureSession(this.tlsSocket);
     } catch (err) {
       const code = (err as SpliceError).code;
       if (engine === 'auto' && FALLBACK_CODES.has(code)) {
+        debug('start: falling back to the JS engine: %s', code);
         this.fallbackReason = err as SpliceError;
         return this.startJs(events);
       }
@@ -353,11 +417,21 @@ export class SpliceHandle extends EventEmitter {
   }
 
   private startJs(events: EngineEvents): Engine {
-    const js = new JsEngine(this.tlsSocket, this.target, {
-      direction: this.options.direction, head: this.options.head, framing: this.options.framing,
-      onTruncation: this.options.onTruncation,
-    }, events);
+    const { options, target } = this;
+    if (target.socket !== null) {
+      keepSocketHalfOpen(target.socket);
+      if (options.noDelay) setNoDelay(target.socket);
+    }
+    // The JS engine uses the target's fds by number: with autoClose it gets duplicates the splice
+    // owns and the user's fds are closed now.
+    if (options.autoClose) adoptUserFds(target);
+    const jsOptions: JsEngineOptions & { onTruncation: TruncationMode } = {
+      direction: options.direction, head: options.head, framing: options.framing,
+      onTruncation: options.onTruncation,
+    };
+    const js = new JsEngine(this.tlsSocket, target, jsOptions, events);
     this.engine = 'js';
+    debug('start: JS engine');
     js.start();
     return js;
   }
@@ -367,6 +441,7 @@ export class SpliceHandle extends EventEmitter {
     let splice: NativeSplice;
     try {
       const initialCleartext = await takeOverSocket(target, options.direction);
+      if (target.socket !== null && options.noDelay) setNoDelay(target.socket);
       const Splice = binding.Splice as NativeSpliceConstructor;
       splice = new Splice({
         tcpFd: session.fd,
@@ -395,11 +470,16 @@ export class SpliceHandle extends EventEmitter {
         initialCleartext,
         peerEnded: session.peerEnded !== 'none',
         peerCloseNotify: session.peerEnded === 'close_notify',
+        onTruncation: options.onTruncation === 'reset' ? 1 : 0,
+        noDelay: options.noDelay,
       }, (type, info) => {
         if (type === 'end') events.onEnd();
         else events.onClose(info, splice.stats());
       });
       splice.start();
+      // The native side holds its own duplicates: with autoClose the user's fds go now, so
+      // nothing is closed by number later.
+      if (options.autoClose) closeUserFds(target);
     } catch (err) {
       // Captured but not taken: the TLSSocket is spent either way.
       releaseSpentSocket(this.tlsSocket);
@@ -423,7 +503,7 @@ export class SpliceHandle extends EventEmitter {
   }
 
   private onEngineEnd(): void {
-    if (this.options.autoClose) closeWriteSideEarly(this.target);
+    closeWriteSideEarly(this.target);
     this.emit('end');
   }
 
@@ -438,7 +518,21 @@ export class SpliceHandle extends EventEmitter {
     this.state = 'closed';
     if (this.stopTimer) clearTimeout(this.stopTimer);
     this.options.signal?.removeEventListener('abort', this.onAbort);
-    if (this.options.autoClose && wasRunning) closeTarget(this.target);
+    if (wasRunning && info.peerEofWithoutCloseNotify && this.options.onTruncation === 'reset') {
+      // A cut upload must not look complete to the target: a socket is reset here (the native
+      // engine set SO_LINGER {1, 0} on its fd and left its write side open); an fd target gets
+      // the reset when its last descriptor closes.
+      debug('end: truncation (peer EOF without close_notify): resetting the target');
+      resetTargetSocket(this.target);
+    }
+    closeTarget(this.target, this.options.autoClose && wasRunning);
+    // The listener holds this handle: a socket that outlives the splice must not keep it alive.
+    // One the engine had stays guarded (a late error of a taken-over socket must not crash).
+    const socket = this.target.socket;
+    if (socket !== null) {
+      socket.removeListener('error', this.onTargetError);
+      if (wasRunning) socket.on('error', noop);
+    }
     this.finalStats = stats;
     const end: SpliceEnd = {
       reason: info.reason,
@@ -453,12 +547,23 @@ export class SpliceHandle extends EventEmitter {
       ignoredAfterClose: info.ignoredAfterClose,
       stats: { ...stats },
     };
+    debug('end: %s%s engine=%s bytesIn=%d bytesOut=%d truncated=%s', end.reason,
+      end.error ? ` (${end.error.code})` : '', end.engine, stats.bytesIn, stats.bytesOut,
+      end.peerEofWithoutCloseNotify);
     // 'error' is emitted only to listeners: an unobserved splice error must not crash the
     // process; it is always in `closed`.
     if (end.error && this.listenerCount('error') > 0) this.emit('error', end.error);
     this.emit('close', end);
     this.resolveClosed(end);
   }
+}
+
+function noop(): void {}
+
+// TCP_NODELAY on a target socket (a no-op on a Pipe). The native engine sets it on its own
+// duplicate too; this covers the JS engine and the socket's life after the splice.
+function setNoDelay(socket: net.Socket): void {
+  if (!socket.destroyed) socket.setNoDelay(true);
 }
 
 /** Creates a splice of tlsSocket's cleartext to and from `target`. Call start() to begin. */

@@ -1,7 +1,10 @@
-// What a splice moves cleartext to and from: an fd, a pair of fds, or a connected net.Socket.
-import { once } from 'node:events';
+// What a splice moves cleartext to and from: an fd, a pair of fds, a net.Socket, or an address
+// the splice dials itself ({ host, port } or { path }).
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
+import { binding } from './binding';
+import { DialSpec } from './dial';
 import { SpliceError, invalidArg } from './errors';
 
 export type SpliceDirection = 'duplex' | 'in' | 'out';
@@ -10,6 +13,8 @@ export type SpliceTarget =
   | number
   | { fd: number }
   | { readFd?: number; writeFd?: number }
+  | { host: string; port: number }
+  | { path: string }
   | net.Socket;
 
 export type FdKind = 'socket' | 'pipe' | 'character-device' | 'file' | 'other';
@@ -19,13 +24,62 @@ export interface ResolvedTarget {
   writeFd: number;          // -1 when the direction does not write the target
   readKind: FdKind | null;
   writeKind: FdKind | null;
-  socket: net.Socket | null;  // the user's socket, when the target was one
+  socket: net.Socket | null;  // the target socket: the user's, or the one the splice dialled
+  dial: DialSpec | null;      // { host, port } / { path }: dialled at start()
+  ownsSocket: boolean;        // the splice dialled `socket` and destroys it at the end
+  ownsFds: boolean;           // readFd/writeFd are the splice's own duplicates (autoClose)
+  userReadFd: number;         // the fds as the user gave them
+  userWriteFd: number;
 }
 
+// node-internal: the libuv stream wrap under a net.Socket (`_handle`): its fd, and readStop() to
+// stop Node reading it. Its constructor is `TCP` or `Pipe` for a plain stream socket; a
+// TLSSocket's is `TLSWrap` (its fd is the raw TCP under the TLS layer), a JS stream's `JSStream`.
 interface SocketHandle {
   fd?: number;
   reading?: boolean;
   readStop?: () => number;
+}
+
+function socketHandle(socket: net.Socket): SocketHandle | null {
+  return (socket as unknown as { _handle?: SocketHandle | null })._handle ?? null;
+}
+
+// node-internal: the fd under a connected socket's handle, or -1.
+function socketFd(socket: net.Socket): number {
+  const fd = socketHandle(socket)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+// node-internal: stops Node reading the socket's fd. read() calls _read(), which restarts reading
+// on the handle when the buffer runs low, so this is called after draining, in the same tick;
+// `reading = false` lets a later resume() by the user start it again.
+function stopHandleReading(socket: net.Socket): void {
+  const handle = socketHandle(socket);
+  if (handle !== null && typeof handle.readStop === 'function') {
+    handle.readStop();
+    handle.reading = false;
+  }
+}
+
+// node-internal: the handle's constructor name (`TCP`, `Pipe`, `TLSWrap`, `JSStream`, ...).
+function socketHandleKind(socket: net.Socket): string | null {
+  const handle = socketHandle(socket);
+  return handle === null ? null : (handle.constructor?.name ?? null);
+}
+
+// Why a connected socket's fd must not be handed to the native engine, or null when it may: only a
+// plain TCP or Pipe stream carries the target's own bytes on its fd. A TLSSocket's fd is the
+// encrypted wire under it: writing cleartext there would send the peer's data in the clear.
+export function notRawReason(socket: net.Socket): string | null {
+  if (socket instanceof tls.TLSSocket) {
+    return 'The target is a tls.TLSSocket: its fd carries the TLS records, not cleartext';
+  }
+  const kind = socketHandleKind(socket);
+  if (kind === 'TCP' || kind === 'Pipe') return null;
+  return kind === null ?
+    'The target net.Socket has no handle (it is not connected, or is a JS stream)' :
+    `The target net.Socket is backed by a ${kind} handle, not a plain TCP or Pipe stream`;
 }
 
 function fdKind(fd: number, role: string): FdKind {
@@ -58,6 +112,7 @@ export function resolveTarget(target: SpliceTarget, direction: SpliceDirection):
   let readFd = -1;
   let writeFd = -1;
   let socket: net.Socket | null = null;
+  let dial: DialSpec | null = null;
 
   if (target instanceof net.Socket) {
     socket = target;
@@ -69,18 +124,44 @@ export function resolveTarget(target: SpliceTarget, direction: SpliceDirection):
   } else if (typeof target === 'number') {
     readFd = writeFd = checkFd(target, 'target');
   } else if (target !== null && typeof target === 'object') {
-    const t = target as { fd?: unknown; readFd?: unknown; writeFd?: unknown };
-    if (t.fd !== undefined) {
+    const t = target as {
+      fd?: unknown; readFd?: unknown; writeFd?: unknown; host?: unknown; port?: unknown;
+      path?: unknown;
+    };
+    if (t.port !== undefined || t.host !== undefined) {
+      if (t.fd !== undefined || t.readFd !== undefined || t.writeFd !== undefined ||
+          t.path !== undefined) {
+        throw invalidArg('target', '{ host, port } without fd, readFd, writeFd or path', target);
+      }
+      const port = t.port;
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) {
+        throw invalidArg('target.port', 'an integer from 1 to 65535', port);
+      }
+      const host = t.host ?? 'localhost';
+      if (typeof host !== 'string' || host.length === 0) {
+        throw invalidArg('target.host', 'a non-empty string', host);
+      }
+      dial = { host, port };
+    } else if (t.path !== undefined) {
+      if (t.fd !== undefined || t.readFd !== undefined || t.writeFd !== undefined) {
+        throw invalidArg('target', '{ path } without fd, readFd or writeFd', target);
+      }
+      if (typeof t.path !== 'string' || t.path.length === 0) {
+        throw invalidArg('target.path', 'a non-empty string (a Unix socket path)', t.path);
+      }
+      dial = { path: t.path };
+    } else if (t.fd !== undefined) {
       readFd = writeFd = checkFd(t.fd, 'target.fd');
     } else {
       if (t.readFd !== undefined) readFd = checkFd(t.readFd, 'target.readFd');
       if (t.writeFd !== undefined) writeFd = checkFd(t.writeFd, 'target.writeFd');
     }
   } else {
-    throw invalidArg('target', 'an fd, { fd }, { readFd, writeFd } or a net.Socket', target);
+    throw invalidArg('target',
+      'an fd, { fd }, { readFd, writeFd }, { host, port }, { path } or a net.Socket', target);
   }
 
-  if (socket === null) {
+  if (socket === null && dial === null) {
     if (wantRead && readFd < 0) {
       throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
         `direction '${direction}' reads cleartext from the target, but no readFd was given. ` +
@@ -100,37 +181,46 @@ export function resolveTarget(target: SpliceTarget, direction: SpliceDirection):
     readKind: readFd >= 0 ? fdKind(readFd, 'read') : null,
     writeKind: writeFd >= 0 ? fdKind(writeFd, 'write') : null,
     socket,
+    dial,
+    ownsSocket: false,
+    ownsFds: false,
+    userReadFd: readFd,
+    userWriteFd: writeFd,
   };
 }
 
-// Waits until the user's socket is connected and has written everything queued on it, then
-// stops Node reading it and returns the bytes Node had already read (they go to TLS first).
-// The socket stays open (its fd is the user's); an 'error' listener stays on it while spliced.
+// Stops Node from ending a target socket on its own: with allowHalfOpen false (the default),
+// Node ends the write side when the read side ends, which a drain of a socket whose client sent
+// data and FIN before the takeover triggers; the splice then fails with EPIPE and the reply is
+// lost. From here on the splice decides when the socket's write side ends.
+export function keepSocketHalfOpen(socket: net.Socket): void {
+  socket.allowHalfOpen = true;
+}
+
+// Irreversible: the native engine takes the socket's fd. The socket is connected and has nothing
+// queued (waitForTarget()); Node stops reading it, and the bytes it had already read are returned
+// (they go to TLS first). The socket stays open (its fd is the user's, or the dialled one's).
 export async function takeOverSocket(resolved: ResolvedTarget, direction: SpliceDirection):
     Promise<Buffer> {
   const socket = resolved.socket;
   if (socket === null) return Buffer.alloc(0);
-  if (socket.connecting) await once(socket, 'connect');
-  if (socket.writableLength > 0) await once(socket, 'drain');
-  const handle = (socket as unknown as { _handle?: SocketHandle })._handle;
-  if (!handle || typeof handle.fd !== 'number' || handle.fd < 0) {
-    throw new SpliceError('ERR_TLS_SPLICE_INVALID_ARG',
-      'The target net.Socket has no file descriptor (it is not connected, or is a JS stream). ' +
-      "Pass a connected TCP or Unix socket, or use engine: 'js'.");
+  keepSocketHalfOpen(socket);
+  // Only if the user wrote to it after start() was called: their bytes go first.
+  if (socket.writableLength > 0 && !socket.writableEnded) {
+    await new Promise((resolve) => socket.write(Buffer.alloc(0), resolve));
   }
-  socket.on('error', noop);
+  const fd = socketFd(socket);
+  if (fd < 0) {
+    throw new SpliceError('ERR_TLS_SPLICE_TARGET_CLOSED',
+      'The target net.Socket has no file descriptor any more (it was closed while the splice ' +
+      'started).');
+  }
   socket.pause();
   const buffered: Buffer[] = [];
   let chunk: Buffer | null;
   while ((chunk = socket.read() as Buffer | null) !== null) buffered.push(chunk);
-  // read() calls _read(), which restarts reading on the handle when the buffer runs low, so
-  // reading is stopped after draining, in the same tick: Node reads nothing more from the fd.
-  // `reading = false` lets a later resume() by the user start it again.
-  if (typeof handle.readStop === 'function') {
-    handle.readStop();
-    handle.reading = false;
-  }
-  const fd = handle.fd;
+  // Same tick: Node reads nothing more from the fd.
+  stopHandleReading(socket);
   resolved.readFd = direction === 'in' ? -1 : fd;
   resolved.writeFd = direction === 'out' ? -1 : fd;
   resolved.readKind = resolved.readFd >= 0 ? 'socket' : null;
@@ -138,12 +228,39 @@ export async function takeOverSocket(resolved: ResolvedTarget, direction: Splice
   return Buffer.concat(buffered);
 }
 
-// After the splice: close what autoClose covers. Errors closing are not the user's problem.
-export function closeTarget(resolved: ResolvedTarget): void {
-  if (resolved.socket !== null) {
-    resolved.socket.destroy();
-    return;
+// autoClose with fd targets: the splice owns the user's fds from start() on. Called once the
+// engine holds its own duplicates: the user's numbers are closed at once, so nothing is ever
+// closed by number later (when the number may already belong to someone else). The fields become
+// -1: closeWriteSideEarly() and closeTarget() then leave them alone.
+export function closeUserFds(resolved: ResolvedTarget): void {
+  if (resolved.socket !== null) return;
+  closeFds(resolved, false);
+}
+
+// For an engine that uses the target's fds by number (the JS engine): duplicates the splice owns
+// stand in for the user's fds, which are then closed (closeUserFds()); closeTarget() closes the
+// duplicates at the end.
+export function adoptUserFds(resolved: ResolvedTarget): void {
+  if (resolved.socket !== null) return;
+  const dups = new Map<number, number>();
+  try {
+    for (const fd of [resolved.readFd, resolved.writeFd]) {
+      if (fd >= 0 && !dups.has(fd)) dups.set(fd, binding.dupFd(fd));
+    }
+  } catch (err) {
+    for (const dup of dups.values()) fs.closeSync(dup);
+    throw err;
   }
+  closeUserFds(resolved);
+  for (const [fd, dup] of dups) {
+    if (resolved.userReadFd === fd) resolved.readFd = dup;
+    if (resolved.userWriteFd === fd) resolved.writeFd = dup;
+  }
+  resolved.ownsFds = true;
+}
+
+function closeFds(resolved: ResolvedTarget, ownedOnly: boolean): void {
+  if (ownedOnly && !resolved.ownsFds) return;
   const closed = new Set<number>();
   for (const fd of [resolved.readFd, resolved.writeFd]) {
     if (fd < 0 || closed.has(fd)) continue;
@@ -151,22 +268,50 @@ export function closeTarget(resolved: ResolvedTarget): void {
     try {
       fs.closeSync(fd);
     } catch {
-      // Already closed by the user.
+      // Already closed by the user (only before ownership was taken).
     }
   }
+  resolved.readFd = resolved.readFd >= 0 ? -1 : resolved.readFd;
+  resolved.writeFd = resolved.writeFd >= 0 ? -1 : resolved.writeFd;
 }
 
-// The separate write fd of a pipe-like target, closed early so its reader sees EOF when the
-// peer ends (a socket is shut down natively instead; a shared read/write fd stays open).
+// When the splice ends (or its start fails): destroy a socket the splice dialled, and the user's
+// socket when destroyUserSocket (autoClose after a start); close the duplicates the splice owns.
+// Never closes an fd by a number the user still owns.
+export function closeTarget(resolved: ResolvedTarget, destroyUserSocket: boolean): void {
+  if (resolved.socket !== null) {
+    if (destroyUserSocket || resolved.ownsSocket) resolved.socket.destroy();
+    return;
+  }
+  closeFds(resolved, true);
+}
+
+// Truncation with onTruncation 'reset': the target socket is reset (RST), so a plain backend sees
+// ECONNRESET rather than a clean end. Only a TCP handle can be reset; anything else is destroyed.
+export function resetTargetSocket(resolved: ResolvedTarget): void {
+  const socket = resolved.socket;
+  if (socket === null || socket.destroyed) return;
+  if (socketHandleKind(socket) === 'TCP') {
+    try {
+      socket.resetAndDestroy();
+      return;
+    } catch {
+      // Falls through to a plain destroy.
+    }
+  }
+  socket.destroy();
+}
+
+// The separate write fd of a pipe-like target, once owned by the splice, closed early so its
+// reader sees EOF when the peer ends (a socket is shut down by the engine instead; a shared
+// read/write fd stays open).
 export function closeWriteSideEarly(resolved: ResolvedTarget): void {
-  if (resolved.socket !== null || resolved.writeFd < 0) return;
+  if (!resolved.ownsFds || resolved.socket !== null || resolved.writeFd < 0) return;
   if (resolved.writeFd === resolved.readFd || resolved.writeKind === 'socket') return;
   try {
     fs.closeSync(resolved.writeFd);
   } catch {
-    // Already closed by the user.
+    // Not expected: the fd is the splice's own duplicate.
   }
   resolved.writeFd = -1;
 }
-
-function noop(): void {}

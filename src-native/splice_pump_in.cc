@@ -126,6 +126,8 @@ bool Splice::flush_in(bool* progress) {
       return false;
     }
     head_offset_ += static_cast<size_t>(n);
+    // bytesIn counts everything written to the target, `head` included.
+    stats_.bytes_in.fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     *progress = true;
   }
   if (config_.framing.framing == Framing::kStream) return flush_stream_in(progress);

@@ -157,12 +157,12 @@ for (const engine of ENGINES) {
       const [fd, testFd] = socketPair();
       const user = userSide(testFd);
       try {
-        const handle = await started(s.socket, fd, { engine });
+        const handle = await started(s.socket, fd, { engine, onTruncation: 'end' });
         const IN = prngBytes(`truncated in ${engine} ${version}`, IN_LENGTH);
         const OUT = prngBytes(`truncated out ${engine} ${version}`, OUT_LENGTH);
         await s.peer.send(IN);
         await s.peer.truncate();
-        // onTruncation 'end' (the default): the end passes on as after a close_notify.
+        // onTruncation 'end': the end passes on as after a close_notify.
         await withTimeout(user.waitForEnd(), WAIT, 'EOF at the target');
         assertBytes(user.received, IN, 'peer -> target');
         await user.write(OUT);

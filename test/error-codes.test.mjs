@@ -1,7 +1,7 @@
 // One table of error codes: the ERR_TLS_SPLICE_* strings the C++ code produces (src-native/), the
 // TypeScript `SpliceErrorCode` union (lib/errors.ts), the codes lib/ produces itself, and the
-// hints that turn an engine's end code into a message saying what to do (HINTS, in lib/splice.ts
-// or lib/errors.ts) must agree:
+// hints that turn an engine's end code into a message saying what to do (HINTS, in
+// lib/error-hints.ts) must agree:
 //   - every code native can produce is in the union and has a hint;
 //   - every code lib/ produces is in the union;
 //   - every code in the union is produced somewhere (native or lib/), and every hint is for a
@@ -72,7 +72,7 @@ function unionCodes() {
 
 // The keys of the `HINTS` object literal, wherever it lives now.
 function hints() {
-  for (const file of ['splice.ts', 'errors.ts']) {
+  for (const file of ['error-hints.ts', 'splice.ts', 'errors.ts']) {
     const text = withoutComments(fs.readFileSync(path.join(ROOT, 'lib', file), 'utf8'));
     const m = /\bHINTS\b[^=]*=\s*(?:Object\.freeze\()?\{/.exec(text);
     if (!m) continue;
@@ -91,7 +91,7 @@ function hints() {
     const keys = [...body.matchAll(/(?:^|,)\s*['"]?([A-Z][A-Z0-9_]+)['"]?\s*:/g)].map((k) => k[1]);
     return { file: `lib/${file}`, keys: new Set(keys) };
   }
-  assert.fail('no HINTS object in lib/splice.ts or lib/errors.ts');
+  assert.fail('no HINTS object in lib/error-hints.ts, lib/splice.ts or lib/errors.ts');
 }
 
 // Codes lib/ produces: literals outside the union's declaration and the hints table.

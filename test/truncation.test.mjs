@@ -1,0 +1,99 @@
+// onTruncation: a peer whose TCP ends without close_notify (an agent killed mid-upload, or an
+// attacker) must not look like a complete upload to a plain backend. 'reset': the target socket
+// gets an RST (the backend sees ECONNRESET); 'end': a normal FIN. The peer's TCP is cut by a relay
+// between a plain node:tls client and our server, after the backend got every byte sent so far.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { spliceTo } from '../dist/index.js';
+import { FIXTURES } from './helpers/peers.mjs';
+import { PrngStream, sha256 } from './helpers/data.mjs';
+import { ourServer, withTimeout } from './helpers/splice-env.mjs';
+
+const SIZE = 256 * 1024;
+const read = (file) => fs.readFileSync(file);
+const closers = [];
+after(async () => { for (const close of closers.reverse()) await close(); });
+
+// Servers stop listening at the end; connections a failed test left open must not hold the file.
+function listen(server) {
+  const sockets = new Set();
+  server.on('connection', (s) => { sockets.add(s); s.once('close', () => sockets.delete(s)); });
+  closers.push(() => {
+    server.close();
+    for (const s of sockets) s.destroy();
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server.address().port)));
+}
+
+// A plain TCP backend that reports how its connection ended: a clean 'end' or an error code.
+async function backend() {
+  const state = { chunks: [], length: 0, ended: false, errorCode: null };
+  let resolveDone;
+  state.done = new Promise((r) => { resolveDone = r; });
+  const port = await listen(net.createServer({ allowHalfOpen: true }, (socket) => {
+    socket.on('data', (d) => { state.chunks.push(d); state.length += d.length; });
+    socket.on('end', () => { state.ended = true; socket.end(); });
+    socket.on('error', (err) => { state.errorCode = err.code; });
+    socket.on('close', () => resolveDone());
+  }));
+  return { port, state };
+}
+
+// Forwards client <-> server; cut() ends the server side's TCP (a FIN, no close_notify) and drops
+// whatever the client still sends.
+async function cuttingRelay(serverPort) {
+  let upstream = null;
+  let cut = false;
+  const port = await listen(net.createServer((conn) => {
+    upstream = net.connect(serverPort, '127.0.0.1');
+    conn.on('data', (d) => { if (!cut) upstream.write(d); });
+    upstream.on('data', (d) => conn.write(d));
+    conn.on('error', () => {});
+    upstream.on('error', () => {});
+    upstream.on('close', () => conn.destroy());
+  }));
+  return { port, cut() { cut = true; upstream.end(); } };
+}
+
+for (const engine of ['native', 'js']) {
+  for (const mode of ['reset', 'end']) {
+    test(`a peer EOF without close_notify, onTruncation '${mode}' (${engine})`, { timeout: 60000 },
+      async () => {
+        const upload = new PrngStream(`truncation/${engine}/${mode}`).next(SIZE);
+        const back = await backend();
+        const front = await ourServer();
+        closers.push(() => front.close());
+        const relay = await cuttingRelay(front.port);
+        const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
+          ca: read(FIXTURES.ca) });
+        client.on('error', () => {});
+        const tlsSocket = await front.nextSocket();
+        const handle = spliceTo(tlsSocket, { host: '127.0.0.1', port: back.port },
+          { engine, onTruncation: mode });
+        await withTimeout(handle.start(), 10000, 'start');
+        client.write(upload);
+        const deadline = Date.now() + 20000;
+        while (back.state.length < SIZE && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        assert.equal(back.state.length, SIZE, 'the backend got the upload so far');
+        assert.equal(sha256(Buffer.concat(back.state.chunks)), sha256(upload));
+        relay.cut();
+        const end = await withTimeout(handle.closed, 20000, 'the splice to end');
+        await withTimeout(back.state.done, 20000, 'the backend connection to close');
+        assert.equal(end.peerEofWithoutCloseNotify, true, 'the truncation is reported');
+        assert.equal(end.closeNotifyReceived, false);
+        if (mode === 'reset') {
+          assert.equal(back.state.ended, false, 'a cut upload must not end cleanly');
+          assert.equal(back.state.errorCode, 'ECONNRESET');
+        } else {
+          assert.equal(back.state.ended, true);
+          assert.equal(back.state.errorCode, null);
+        }
+        client.destroy();
+      });
+  }
+}
