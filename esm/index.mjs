@@ -12,6 +12,9 @@ export const {
   isSpliceCapable,
   releaseSpentSocket,
   openTun,
+  SpliceGroup,
   SpliceError,
+  readPreamble,
+  parseHttpRequestHead,
 } = cjs;
 export default cjs;

@@ -11,4 +11,10 @@ export type {
   SpliceEngineOption,
 } from './splice';
 export { openTun } from './tun';
+export { SpliceGroup } from './splice-group';
+export type { CloseAllOptions } from './splice-group';
 export type { OpenTunOptions, TunDevice } from './tun';
+export { readPreamble, parseHttpRequestHead } from './preamble';
+export type {
+  ReadPreambleOptions, Preamble, PreambleKind, LinePreamble, HttpPreamble, HttpRequestHead,
+} from './preamble';
