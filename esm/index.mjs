@@ -13,6 +13,7 @@ export const {
   releaseSpentSocket,
   openTun,
   SpliceGroup,
+  proxyProtocolHeader,
   SpliceError,
   readPreamble,
   parseHttpRequestHead,

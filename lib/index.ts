@@ -13,6 +13,8 @@ export type {
 export { openTun } from './tun';
 export { SpliceGroup } from './splice-group';
 export type { CloseAllOptions } from './splice-group';
+export { proxyProtocolHeader } from './proxy-protocol';
+export type { ProxyProtocolAddress, ProxyProtocolOptions } from './proxy-protocol';
 export type { OpenTunOptions, TunDevice } from './tun';
 export { readPreamble, parseHttpRequestHead } from './preamble';
 export type {
