@@ -119,8 +119,11 @@ const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const REQUEST_TARGET = /^[\x21-\x7e]+$/;
 
 function badRequest(why: string, bytesRead: number): SpliceError {
-  return preambleError('ERR_TLS_SPLICE_BAD_PREAMBLE',
+  const error = preambleError('ERR_TLS_SPLICE_BAD_PREAMBLE',
     `The HTTP request head is malformed: ${why}. Answer 400 (Bad Request) and close.`, bytesRead);
+  // What is wrong, without the advice: for the 400 answer's body.
+  (error as SpliceError & { detail: string }).detail = why;
+  return error;
 }
 
 /** Parses an HTTP/1.x request head (request-line and header fields, up to its empty line). */
