@@ -45,7 +45,11 @@ export class Metrics {
       labelNames: ['reason', 'code'], registers });
     this.#engines = new client.Counter({ name: 'tls_splice_splices_total',
       help: 'Splices started, by engine (native or js)', labelNames: ['engine'], registers });
-    if (cluster.isWorker) client.AggregatorRegistry.setRegistries([this.registry]);
+    if (cluster.isWorker) {
+      // prom-client answers the primary's requests only once an AggregatorRegistry exists.
+      void new client.AggregatorRegistry();
+      client.AggregatorRegistry.setRegistries([this.registry]);
+    }
   }
 
   connectionOpened(): void {

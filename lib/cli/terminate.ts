@@ -191,7 +191,7 @@ async function runServer(config: Config, logger: Logger,
       : undefined;
     const protocol = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol
       : undefined;
-    const extra = { sni: servername, alpn: protocol };
+    const extra = { sni: servername, alpn: protocol, worker: cluster.worker?.id };
     let clientError: NodeJS.ErrnoException | undefined;
     const onError = (err: NodeJS.ErrnoException) => { clientError ??= err; };
     tlsSocket.on('error', onError);
