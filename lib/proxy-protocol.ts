@@ -100,10 +100,17 @@ export function proxyProtocolHeader(version: 1 | 2 | 'v1' | 'v2',
   }
   checkAddress('options.source', options.source);
   checkAddress('options.destination', options.destination);
-  const src = options.source ? unmap(options.source.address) : '';
-  const dst = options.destination ? unmap(options.destination.address) : '';
-  const family = net.isIPv4(src) && net.isIPv4(dst) ? 4 : net.isIPv6(src) && net.isIPv6(dst) ? 6
-    : 0;
+  // Both IPv4 (an IPv4-mapped IPv6 address counts as IPv4) or both IPv6; else "unknown".
+  let src = options.source?.address ?? '';
+  let dst = options.destination?.address ?? '';
+  let family = 0;
+  if (net.isIPv4(unmap(src)) && net.isIPv4(unmap(dst))) {
+    family = 4;
+    src = unmap(src);
+    dst = unmap(dst);
+  } else if (net.isIPv6(src) && net.isIPv6(dst)) {
+    family = 6;
+  }
   if (v === 1) {
     if (family === 0) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
     const line = `PROXY TCP${family} ${src} ${dst} ${options.source!.port} ` +
