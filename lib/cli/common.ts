@@ -302,7 +302,10 @@ export function announceListening(addr: Addr, word = 'listening'): void {
 // ---------------------------------------------------------------------------------------------
 // Dialing and splicing.
 
-/** Connects to addr; resolves once connected (noDelay on), rejects with the libuv code. */
+/**
+ * Connects to addr; resolves once connected (noDelay on, a no-op 'error' listener attached),
+ * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...).
+ */
 export function dial(addr: Addr, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
@@ -314,6 +317,9 @@ export function dial(addr: Addr, timeoutMs = 10_000): Promise<net.Socket> {
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
+      // A reset before the caller takes over must not crash the process: the splice (or the
+      // caller's own listener) sees the failure when it uses the socket.
+      socket.on('error', () => {});
       resolve(socket);
     });
     socket.once('error', (err) => {

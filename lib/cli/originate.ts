@@ -128,6 +128,9 @@ async function run(values: ParsedValues): Promise<void> {
         plain.once('close', onPlainClose);
         socket.once('secureConnect', () => {
           clearTimeout(timer);
+          // Errors after the handshake (a reset before the splice owns the session) end up in
+          // the splice's end; this listener only keeps them from crashing the process.
+          socket.on('error', () => {});
           plain.off('close', onPlainClose);
           resolve(socket);
         });

@@ -238,7 +238,6 @@ async function runServer(config: Config, logger: Logger,
         extra: { ...extra, route: route.by },
         onEnd: (end: SpliceEnd) => metrics?.spliceEnded(end),
       });
-      tlsSocket.off('error', onError);
       metrics?.spliceStarted(handle.engine);
     } catch {
       // Logged by spliceConnection from the handle's end.
