@@ -141,6 +141,7 @@ test('--client-ca: a client without a certificate is refused, one with a certifi
     const refused = await cli.waitForLog((r) => r.event === 'connection' &&
       r.reason === 'handshake');
     assert.match(refused.code, /PEER_DID_NOT_RETURN_A_CERTIFICATE|CERTIFICATE/, refused.code);
+    assert.match(refused.client, /^127\.0\.0\.1:\d+$/);
     assert.equal(echo.connections, 0);
     const withCert = await exchange(cli.port, 'with cert', {
       cert: fs.readFileSync(FIXTURES.clientCert), key: fs.readFileSync(FIXTURES.clientKey),
@@ -248,8 +249,13 @@ test('--metrics: Prometheus text with connections, handshake failures, bytes, en
     // Not TLS at all: a failed handshake.
     const plain = net.connect(cli.port, '127.0.0.1');
     plain.on('error', () => {});
+    const plainPort = await new Promise((resolve) => plain.on('connect', () =>
+      resolve(plain.localPort)));
     plain.end('GET / HTTP/1.0\r\n\r\n');
-    await cli.waitForLog((r) => r.event === 'connection' && r.reason === 'handshake');
+    const failed = await cli.waitForLog((r) => r.event === 'connection' &&
+      r.reason === 'handshake');
+    assert.equal(failed.client, `127.0.0.1:${plainPort}`);
+    assert.match(failed.code, /^ERR_(SSL|TLS_SPLICE)_/);
     const text = await metricsText(cli);
     assert.equal(scrape(text, 'tls_splice_connections_total', {}), 2, text);
     assert.equal(scrape(text, 'tls_splice_bytes_total', { direction: 'from_client' }), 100_000);

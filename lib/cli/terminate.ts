@@ -43,6 +43,9 @@ Example:
   tls-splice terminate --listen 0.0.0.0:443 --cert site.pem --key site.key \\
     --alpn h2=127.0.0.1:8081 --alpn http/1.1=127.0.0.1:8080`;
 
+// Handshake errors waiting for their connection's close (see the 'connection' listener).
+const MAX_QUEUED_HANDSHAKE_ERRORS = 1024;
+
 interface Config {
   listen: Addr;
   certFile: string;
@@ -167,18 +170,38 @@ async function runServer(config: Config, logger: Logger,
     } : undefined,
   });
   // Nagle off: an h2 terminator with Nagle stalls 40 ms on delayed ACKs.
+  //
+  // A failed handshake is logged when its TCP connection closes: 'tlsClientError' hands over a
+  // TLSSocket that is already destroyed and no longer knows its peer's address, so the raw
+  // socket's address is kept here, and the errors queue up in the order Node reported them (it
+  // emits the error, then destroys the connection).
+  const accepted = new Map<string, { secured: boolean }>();
+  const handshakeErrors: NodeJS.ErrnoException[] = [];
   server.on('connection', (socket: net.Socket) => {
     socket.setNoDelay(true);
     metrics?.connectionOpened();
-    socket.once('close', () => metrics?.connectionClosed());
-  });
-  server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
-    metrics?.handshakeFailed(err.code);
-    logger.connection({
-      command: 'terminate', client: formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort),
-      bytesFromClient: 0, bytesToClient: 0, durationMs: 0, engine: null, reason: 'handshake',
-      code: err.code ?? 'ERR_TLS_HANDSHAKE', error: err.message,
+    const startedAt = Date.now();
+    const client = formatAddr(socket.remoteAddress, socket.remotePort);
+    const entry = { secured: false };
+    accepted.set(client, entry);
+    socket.once('close', () => {
+      metrics?.connectionClosed();
+      if (accepted.get(client) === entry) accepted.delete(client);
+      if (entry.secured) return;
+      const err = handshakeErrors.shift();
+      logger.connection({
+        command: 'terminate', client, bytesFromClient: 0, bytesToClient: 0,
+        durationMs: Date.now() - startedAt, engine: null, reason: 'handshake',
+        code: err?.code ?? 'ECONNRESET',
+        error: err?.message ?? 'the client left before the TLS handshake was done',
+      });
     });
+  });
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+    metrics?.handshakeFailed(err.code);
+    handshakeErrors.push(err);
+    // Bounded: errors whose connection never closes (cannot happen in Node today) are dropped.
+    if (handshakeErrors.length > MAX_QUEUED_HANDSHAKE_ERRORS) handshakeErrors.shift();
   });
   server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
     void onSecureConnection(tlsSocket);
@@ -187,6 +210,8 @@ async function runServer(config: Config, logger: Logger,
   async function onSecureConnection(tlsSocket: tls.TLSSocket): Promise<void> {
     const startedAt = Date.now();
     const client = formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort);
+    const entry = accepted.get(client);
+    if (entry !== undefined) entry.secured = true;
     const servername = typeof tlsSocket.servername === 'string' ? tlsSocket.servername
       : undefined;
     const protocol = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol
