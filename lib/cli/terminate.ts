@@ -28,7 +28,9 @@ The backend of a connection is the first that applies of:
                         label). With no --alpn/--to fallback, other names fail the handshake.
   --alpn PROTO=ADDR     the negotiated ALPN protocol is PROTO (repeatable; advertised in the
                         order given, so the first is preferred: --alpn h2=... --alpn http/1.1=...)
-  --to ADDR             every other connection
+  --to ADDR             every other connection (a client that offers ALPN must share a protocol
+                        with the --alpn list, if there is one: Node refuses the handshake with
+                        no_application_protocol otherwise)
 Flags:
   --listen ADDR         where to accept TLS (HOST:PORT; port 0 picks one, see the listening line)
   --cert FILE --key FILE  the server certificate chain and key (PEM); SIGHUP reloads them
