@@ -348,10 +348,13 @@ export interface SpliceConnectionOptions {
 }
 
 /**
- * Splices a TLS socket to a connected backend socket, adds it to the group, and logs the end.
- * A peer that vanished without close_notify (a truncation) reaches the backend as a TCP reset,
- * not as a clean end. Resolves with the handle once started; a refused start is logged, both
- * sockets destroyed, and rethrown.
+ * Splices a TLS socket to a connected backend socket, adds it to the group, and logs the end
+ * (`truncated=true` when the peer's TCP stream ended without close_notify). After a truncation
+ * the backend socket is reset rather than closed when the splice ends; note that the native
+ * engine has already passed the peer's EOF on as a FIN by then, so a backend that must tell a
+ * truncation from a clean end needs the library's truncation option, not this.
+ * Resolves with the handle once started; a refused start is logged, both sockets destroyed, and
+ * rethrown.
  */
 export async function spliceConnection(tlsSocket: tls.TLSSocket, backend: net.Socket,
   options: SpliceConnectionOptions): Promise<SpliceHandle> {
