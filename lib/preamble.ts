@@ -9,6 +9,11 @@
 // Node decrypted beyond `rest` stays buffered in the socket, where capture takes it (after
 // `head`). None of our listeners stay on the stream: nothing reads it until you do (spliceTo(),
 // a 'data' listener, resume()).
+//
+// A peer may send its preamble and close its side at once (a one-shot request, an announcement
+// followed by EOF). Reading never goes past the bytes buffered, so an EOF behind the preamble
+// stays pending in the stream: 'end' is not emitted, Node does not end our side in answer, and
+// the splice sees the peer's close and carries the half-close through.
 import type { Readable } from 'node:stream';
 
 import { SpliceError, invalidArg } from './errors';
@@ -276,11 +281,17 @@ export function readPreamble(stream: Readable, options: ReadPreambleOptions = {}
       `(at least ${length} read). Answer with an error and close, or raise maxLength.`, length);
 
     function onReadable() {
-      for (let chunk = stream.read(); chunk !== null; chunk = stream.read()) {
-        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk as Buffer;
+      // read(n) with n what is buffered: a read() without a size that empties the buffer after
+      // the peer's EOF emits 'end', which must wait for whoever reads past the preamble.
+      while (stream.readableLength > 0) {
+        const chunk = stream.read(stream.readableLength) as Buffer | string | null;
+        if (chunk === null) break;
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
         data = data.length === 0 ? bytes : Buffer.concat([data, bytes]);
         if (scan()) return;
       }
+      // Nothing buffered and no preamble yet: ask for more (at EOF this emits 'end': truncated).
+      stream.read();
     }
     function onEnd() {
       finish(preambleError('ERR_TLS_SPLICE_PREAMBLE_TRUNCATED',

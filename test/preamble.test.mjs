@@ -207,3 +207,34 @@ test('malformed request heads are ERR_TLS_SPLICE_BAD_PREAMBLE (answer 400)', asy
     { code: 'ERR_TLS_SPLICE_BAD_PREAMBLE' });
   client.destroy();
 });
+
+test('a preamble, data and the peer\'s close in one write: no \'end\' yet, the reply still goes out',
+  { timeout: 30000 }, async () => {
+    const { client, server } = await pair();
+    const data = new PrngStream('preamble/eof').next(3000);
+    const clientGot = collect(client);
+    client.end(Buffer.concat([Buffer.from('{"one":"shot"}\n'), data]));
+    // Let the close_notify arrive with the data before the read.
+    await new Promise((r) => setTimeout(r, 100));
+    const got = await withTimeout(readPreamble(server), 10000, 'line');
+    assert.equal(got.line, '{"one":"shot"}');
+    // Reading the preamble must not emit 'end' (Node would then end our side at once, and the
+    // session could no longer be spliced).
+    await new Promise((r) => setImmediate(r));
+    assert.equal(server.readableEnded, false);
+    assert.equal(server.writableEnded, false);
+    const [spliceFd, testFd] = socketPair();
+    const user = userSide(testFd);
+    const handle = spliceTo(server, spliceFd, { engine: 'native', autoClose: true, head: got.rest });
+    await handle.start();
+    await user.waitForEnd(10000);
+    assert.equal(sha256(user.received), sha256(data));
+    const reply = new PrngStream('preamble/reply').next(100 * 1024);
+    await user.write(reply);
+    user.socket.end();
+    const back = await withTimeout(clientGot, 10000, 'reply');
+    assert.equal(sha256(back), sha256(reply));
+    const end = await withTimeout(handle.closed, 10000, 'splice end');
+    assert.equal(end.error, undefined, end.error?.message);
+    assert.equal(end.peerEofWithoutCloseNotify, false);
+  });
