@@ -1,8 +1,10 @@
 // tls-splice agent: the private end of a reverse tunnel (frp's frpc, rathole's client, chisel's
 // client). Runs next to an origin that cannot accept connections from outside (behind NAT),
 // dials out to a `tls-splice relay` with mutual TLS and keeps --pool idle links open. When the
-// relay announces a public client on a link (one JSON line), the agent dials --to, and splices
-// the link to it natively; a fresh link replaces the used one at once.
+// relay announces a public client on a link (one JSON line), the agent dials --to, answers
+// `{"ok":true}` (one JSON line; `{"ok":false,"code":...}` if the dial failed) and splices the
+// link to the backend natively; a fresh link replaces the used one at once. (The relay holds
+// the client's bytes until the answer: see relay.ts.)
 //
 // When the relay goes away (restart, network loss) the links' closes count as failures: the
 // agent reconnects with exponential backoff (with jitter), one probe at a time, and refills the
@@ -46,6 +48,8 @@ Example:
 // The relay's announcement is one short JSON line.
 const MAX_ANNOUNCE_LENGTH = 4096;
 const FIRST_BACKOFF_MS = 100;
+// A relay that accepted the handshake greets at once; one that rejected our certificate closes.
+const GREETING_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_BACKOFF_MS = 5_000;
 const DEFAULT_POOL = 4;
 
@@ -139,24 +143,45 @@ async function run(values: ParsedValues): Promise<void> {
     });
     link.on('error', (err: NodeJS.ErrnoException) => { error ??= err; });
     link.once('secureConnect', () => {
-      connecting -= 1;
-      up = true;
-      failures = 0;
-      lastError = '';
       link.setNoDelay(true);
       link.setKeepAlive(true, 30_000);
-      if (!connected) {
-        connected = true;
-        announceListening(config.relay, 'connected');
-      }
-      void waitForClient(link);
-      fill();
+      void greeted(link).then((ok) => {
+        if (!ok) {
+          link.destroy();
+          return;   // 'close' counts the failure
+        }
+        connecting -= 1;
+        up = true;
+        failures = 0;
+        lastError = '';
+        if (!connected) {
+          connected = true;
+          announceListening(config.relay, 'connected');
+        }
+        void waitForClient(link);
+        fill();
+      });
     });
     link.once('close', () => {
       if (up) return;
       connecting -= 1;
-      failed(error?.code ?? 'closed during the handshake');
+      failed(error?.code ?? 'the relay closed the link before greeting it (is this agent\'s ' +
+        'certificate from the relay\'s --client-ca?)');
     });
+  }
+
+  // The relay's greeting line: the link is accepted (see relay.ts). Bytes after it (an
+  // announcement already on its way) go back to the socket for waitForClient().
+  async function greeted(link: tls.TLSSocket): Promise<boolean> {
+    try {
+      const greeting = await readPreamble(link, { maxLength: MAX_ANNOUNCE_LENGTH,
+        timeout: GREETING_TIMEOUT_MS });
+      if ((JSON.parse(greeting.line) as { relay?: unknown }).relay !== 'tls-splice') return false;
+      if (greeting.rest.length > 0) link.unshift(greeting.rest);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   async function waitForClient(link: tls.TLSSocket): Promise<void> {
@@ -189,19 +214,26 @@ async function run(values: ParsedValues): Promise<void> {
     try {
       backend = await dial(config.to, config.dialTimeoutMs);
     } catch (err) {
-      // Destroyed without close_notify: the relay resets the public client.
-      link.destroy();
+      const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_DIAL';
+      // The relay resets the public client.
+      link.end(`${JSON.stringify({ ok: false, code })}\n`);
+      setTimeout(() => link.destroy(), 5_000).unref();
       logger.connection({ command: 'agent', client, backend: toName, bytesFromClient: 0,
         bytesToClient: 0, durationMs: Date.now() - startedAt, engine: null, reason: 'failed',
-        code: (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_DIAL',
-        error: (err as Error).message });
+        code, error: (err as Error).message });
       return;
     }
     if (link.destroyed || stopping) {
       backend.destroy();
       link.destroy();
+      logger.connection({ command: 'agent', client, backend: toName, bytesFromClient: 0,
+        bytesToClient: 0, durationMs: Date.now() - startedAt, engine: null,
+        reason: stopping ? 'stopped' : 'error', code: stopping ? 'ERR_TLS_SPLICE_STOPPING'
+          : 'ECONNRESET', error: 'the link closed while the backend was dialled' });
       return;
     }
+    // The answer, then the splice at once: capture holds the link before any new record.
+    link.write(`${JSON.stringify({ ok: true })}\n`);
     try {
       await spliceConnection(link, backend, {
         command: 'agent', group, logger, client, backend: toName, startedAt,

@@ -3,17 +3,24 @@
 // --agents with mutual TLS and keeps idle links open; each public TCP client of --public takes
 // one idle link, is announced on it with one JSON line, and the two are spliced natively.
 //
-// Link protocol: the relay writes `{"client":"HOST:PORT"}\n` on an idle link; from the next byte
-// on, the link carries the public client's stream both ways (the agent splices it to its
-// backend). An agent sends nothing on an idle link: bytes there are a protocol error.
+// Link protocol: once it has verified the agent's certificate, the relay greets a new link with
+// `{"relay":"tls-splice"}\n` (under TLS 1.3 the client finishes its handshake before the
+// server has checked its certificate, so the greeting is the agent's sign that the link is
+// accepted). To hand it a client, the relay writes `{"client":"HOST:PORT"}\n`; the agent dials
+// its backend and answers `{"ok":true}\n` (or `{"ok":false,"code":"ECONNREFUSED"}\n` and closes);
+// from the next byte on, the link carries the public client's stream both ways. The relay sends
+// none of the client's bytes (nor its EOF) before the answer, so nothing reaches the agent's
+// TLSSocket between reading the announcement and its splice: a client that sends its request
+// and half-closes at once cannot end the agent's session while it dials. An agent sends nothing
+// on an idle link: bytes there are a protocol error.
 //
 // A link that ends without close_notify (the agent was killed, its host vanished) reaches the
 // public client as a TCP reset, never as a clean end: a cut download must not look complete.
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 
-import { SpliceGroup, createServer, spliceTo } from '../index';
-import type { SpliceOptions } from '../index';
+import { SpliceGroup, createServer, readPreamble, spliceTo } from '../index';
+import type { LinePreamble, SpliceOptions } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
   formatAddr, handleSignals, listen, loadTlsFiles, parseAddr, parseLogFormat, parsePositiveInt,
@@ -44,8 +51,11 @@ Example:
   tls-splice relay --agents 0.0.0.0:7443 --public 0.0.0.0:8080 --cert relay.pem \\
     --key relay.key --client-ca agents-ca.pem`;
 
-// An idle link's JSON line is all the relay ever writes outside a splice.
 const DEFAULT_QUEUE_TIMEOUT_MS = 10_000;
+// How long the agent has to dial its backend and answer an announcement (its own dial timeout
+// is 10 s by default).
+const ANSWER_TIMEOUT_MS = 30_000;
+const MAX_ANSWER_LENGTH = 4096;
 const DEFAULT_MAX_QUEUE = 1024;
 
 interface Config {
@@ -124,6 +134,7 @@ async function run(values: ParsedValues): Promise<void> {
   agentServer.on('secureConnection', (link: tls.TLSSocket) => {
     const name = formatAddr(link.remoteAddress, link.remotePort);
     link.on('error', () => {});
+    link.write(`${JSON.stringify({ relay: 'tls-splice' })}\n`);
     const drop = () => {
       const at = idle.findIndex((entry) => entry.link === link);
       if (at >= 0) idle.splice(at, 1);
@@ -217,7 +228,7 @@ async function run(values: ParsedValues): Promise<void> {
     });
   }
 
-  // Announces the client on the link, then splices them.
+  // Announces the client on the link, waits for the agent's answer, then splices them.
   async function pair(entry: IdleLink, client: PublicClient): Promise<void> {
     const { link } = entry;
     entry.detach();
@@ -229,8 +240,28 @@ async function run(values: ParsedValues): Promise<void> {
       if (!client.socket.destroyed) assign(client);   // another link, or the queue
       return;
     }
+    let answer: LinePreamble;
+    let ok = false;
+    let code = 'ERR_TLS_SPLICE_LINK_PROTOCOL';
+    try {
+      answer = await readPreamble(link, { maxLength: MAX_ANSWER_LENGTH,
+        timeout: ANSWER_TIMEOUT_MS });
+      const parsed = JSON.parse(answer.line) as { ok?: unknown; code?: unknown };
+      ok = parsed.ok === true;
+      if (!ok && typeof parsed.code === 'string') code = parsed.code;
+    } catch (err) {
+      code = (err as { code?: string }).code ?? code;
+      answer = { kind: 'line', line: '', preamble: Buffer.alloc(0), rest: Buffer.alloc(0) };
+    }
+    if (!ok) {
+      link.destroy();
+      refuse(client, code, 'the agent could not serve this client');
+      return;
+    }
     // 'reset' where the library has it: a truncated link must not end the client cleanly.
-    const handle = spliceTo(link, client.socket, { onTruncation: 'reset' } as SpliceOptions);
+    const handle = spliceTo(link, client.socket, {
+      head: answer.rest, onTruncation: 'reset',
+    } as SpliceOptions);
     group.add(handle);
     void handle.closed.then((end) => {
       // A link that ended without close_notify, or failed, resets the public client.
