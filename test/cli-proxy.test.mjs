@@ -310,3 +310,50 @@ test('headless Chromium loads an HTTPS page through the proxy', { skip: noChromi
     fs.rmSync(profile, { recursive: true, force: true });
   }
 });
+
+test('a CONNECT after a forwarded request on the same connection is spliced too',
+  { timeout: 60000 }, async () => {
+    const echo = net.createServer({ allowHalfOpen: true }, (c) => c.pipe(c));
+    await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+    const proxy = await startCli(['proxy', '--listen', '127.0.0.1:0', ...CERT,
+      '--allow', '127.0.0.1:*', '--log', 'json']);
+    try {
+      const socket = tls.connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost',
+        ca: fs.readFileSync(CA) });
+      await new Promise((resolve, reject) => {
+        socket.once('secureConnect', resolve);
+        socket.once('error', reject);
+      });
+      let text = '';
+      const waitFor = (re) => withTimeout(new Promise((resolve) => {
+        const check = () => {
+          if (re.test(text)) {
+            socket.off('data', onData);
+            resolve();
+          }
+        };
+        const onData = (d) => { text += d.toString('latin1'); check(); };
+        socket.on('data', onData);
+        check();
+      }), 20000, `${re}`);
+      socket.write(`GET http://127.0.0.1:${origin.http}/first HTTP/1.1\r\nHost: x\r\n\r\n`);
+      await waitFor(/origin GET \/first host=127\.0\.0\.1:\d+$/);
+      const echoed = new PrngStream('after-get').next(1024 * 1024);
+      text = '';
+      socket.write(Buffer.concat([Buffer.from(`CONNECT 127.0.0.1:${echo.address().port} ` +
+        'HTTP/1.1\r\nHost: y\r\n\r\n'), echoed.subarray(0, 1000)]));
+      await waitFor(/^HTTP\/1\.1 200 Connection Established\r\n\r\n/);
+      const chunks = [Buffer.from(text.slice('HTTP/1.1 200 Connection Established\r\n\r\n'.length),
+        'latin1')];
+      socket.on('data', (d) => chunks.push(d));
+      const ended = new Promise((r) => socket.once('end', r));
+      socket.end(echoed.subarray(1000));
+      await withTimeout(ended, 20000, 'echo end');
+      assert.equal(sha256(Buffer.concat(chunks)), sha256(echoed));
+      const rec = await proxy.waitForLog((r) => r.event === 'connection' && r.method === 'CONNECT');
+      assert.equal(rec.engine, 'native');
+    } finally {
+      await proxy.kill();
+      echo.close();
+    }
+  });
