@@ -227,6 +227,7 @@ test('the relay refuses links without a certificate from --client-ca', { timeout
     assert.doesNotMatch(await withTimeout(attempt(other), 10000, 'other CA'), /^data/);
     const rec = await relay.waitForLog((r) => r.event === 'connection' && r.reason === 'handshake');
     assert.equal(rec.side, 'agents');
+    assert.match(rec.client, /^127\.0\.0\.1:\d+$/);
     // An agent with that certificate is never up: it says why and keeps retrying.
     const backend = await startBackend();
     const rogue = new Cli(['agent', '--relay', relay.agents, '--to', `127.0.0.1:${backend.port}`,

@@ -441,3 +441,34 @@ export function handleSignals(options: LifecycleOptions): { shutdown(): Promise<
   });
   return { shutdown };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Handshake failures with the client's address (used by proxy and relay).
+//
+// 'tlsClientError' hands over a TLSSocket that is already destroyed and no longer knows its
+// peer, so the address is taken from the raw connection, and a connection that closes without
+// having become a 'secureConnection' is reported with the oldest error Node reported (it emits
+// the error, then destroys the connection).
+
+const MAX_PENDING_HANDSHAKE_ERRORS = 1024;
+
+export function onHandshakeFailure(server: tls.Server, report: (client: string,
+  durationMs: number, err: NodeJS.ErrnoException | undefined) => void): void {
+  const errors: NodeJS.ErrnoException[] = [];
+  const secured = new Set<string>();
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+    errors.push(err);
+    if (errors.length > MAX_PENDING_HANDSHAKE_ERRORS) errors.shift();
+  });
+  server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
+    secured.add(formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort));
+  });
+  server.on('connection', (socket: net.Socket) => {
+    const startedAt = Date.now();
+    const client = formatAddr(socket.remoteAddress, socket.remotePort);
+    socket.once('close', () => {
+      if (secured.delete(client)) return;
+      report(client, Date.now() - startedAt, errors.shift());
+    });
+  });
+}

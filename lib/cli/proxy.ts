@@ -22,8 +22,8 @@ import { SpliceGroup, createServer, readPreamble } from '../index';
 import type { HttpPreamble, SpliceError } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
-  dial, formatAddr, handleSignals, listen, loadTlsFiles, parseAddr, parseLogFormat,
-  parseSeconds, requireFlags, spliceConnection, stringFlag, stringsFlag,
+  dial, formatAddr, handleSignals, listen, loadTlsFiles, onHandshakeFailure, parseAddr,
+  parseLogFormat, parseSeconds, requireFlags, spliceConnection, stringFlag, stringsFlag,
 } from './common';
 
 const USAGE = `Usage: tls-splice proxy --listen ADDR --cert FILE --key FILE [--allow HOST:PORT ...]
@@ -235,11 +235,11 @@ async function run(values: ParsedValues): Promise<void> {
     cert: material.cert, key: material.key, ALPNProtocols: ['http/1.1'],
   });
   server.on('connection', (socket: net.Socket) => socket.setNoDelay(true));
-  server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
+  onHandshakeFailure(server, (client, durationMs, err) => {
     logger.connection({
-      command: 'proxy', client: formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort),
-      bytesFromClient: 0, bytesToClient: 0, durationMs: 0, engine: null, reason: 'handshake',
-      code: err.code ?? 'ERR_TLS_HANDSHAKE', error: err.message,
+      command: 'proxy', client, bytesFromClient: 0, bytesToClient: 0, durationMs, engine: null,
+      reason: 'handshake', code: err?.code ?? 'ECONNRESET',
+      error: err?.message ?? 'the client left before the TLS handshake was done',
     });
   });
 

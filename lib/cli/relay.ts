@@ -23,7 +23,8 @@ import { SpliceGroup, createServer, readPreamble, spliceTo } from '../index';
 import type { LinePreamble, SpliceOptions } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
-  formatAddr, handleSignals, listen, loadTlsFiles, parseAddr, parseLogFormat, parsePositiveInt,
+  formatAddr, handleSignals, listen, loadTlsFiles, onHandshakeFailure, parseAddr, parseLogFormat,
+  parsePositiveInt,
   parseSeconds, requireFlags, stringFlag,
 } from './common';
 
@@ -124,11 +125,11 @@ async function run(values: ParsedValues): Promise<void> {
     // Notices an agent whose host vanished while its link sat idle.
     socket.setKeepAlive(true, 30_000);
   });
-  agentServer.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
+  onHandshakeFailure(agentServer, (client, durationMs, err) => {
     logger.connection({
-      command: 'relay', client: formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort),
-      bytesFromClient: 0, bytesToClient: 0, durationMs: 0, engine: null, reason: 'handshake',
-      code: err.code ?? 'ERR_TLS_HANDSHAKE', error: err.message, side: 'agents',
+      command: 'relay', client, bytesFromClient: 0, bytesToClient: 0, durationMs, engine: null,
+      reason: 'handshake', code: err?.code ?? 'ECONNRESET',
+      error: err?.message ?? 'the agent left before the TLS handshake was done', side: 'agents',
     });
   });
   agentServer.on('secureConnection', (link: tls.TLSSocket) => {
