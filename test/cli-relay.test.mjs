@@ -16,7 +16,7 @@ import tls from 'node:tls';
 import { spliceTo } from '../dist/index.js';
 import { PrngStream, sha256 } from './helpers/data.mjs';
 import { FIXTURES } from './helpers/peers.mjs';
-import { Cli, startCli, stopAllClis } from './helpers/cli.mjs';
+import { Cli, runCli, startCli, stopAllClis } from './helpers/cli.mjs';
 import { withTimeout } from './helpers/scenarios.mjs';
 
 const BIG = 100 * 1024 * 1024;
@@ -328,3 +328,66 @@ test('the agent killed mid-download (client silent): a reset, not a clean end', 
   assert.equal(got.error, 'ECONNRESET');
   assert.equal(rec.truncated, true, `relay end: ${JSON.stringify(rec)}`);
 });
+
+test('SIGTERM: the relay drains a live tunnel (the client gets its bytes and an end) and exits 0; so does the agent',
+  { timeout: 60000 }, async () => {
+    const { relay, agent } = await tunnel();
+    const socket = net.connect({ host: '127.0.0.1', port: relay.port, allowHalfOpen: true });
+    await new Promise((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    const incoming = hashIncoming(socket);
+    let length = 0;
+    const got1000 = new Promise((resolve) => socket.on('data', (c) => {
+      length += c.length;
+      if (length >= 1000) resolve();
+    }));
+    // The backend sends 1000 bytes and waits for our FIN, which never comes: a live splice.
+    socket.write('SEND 1000 drain\n');
+    await withTimeout(got1000, 20000, '1000 bytes');
+    const relayExit = await relay.stop('SIGTERM');
+    assert.deepEqual(relayExit, { code: 0, signal: null });
+    const got = await withTimeout(incoming, 20000, 'client end');
+    assert.equal(got.error, undefined, got.error?.code);
+    assert.equal(got.length, 1000);
+    assert.equal(got.sha256, digestOf('drain/down', 1000));
+    socket.destroy();
+    assert.match(relay.stderr, /draining/);
+    assert.deepEqual(await agent.stop('SIGTERM'), { code: 0, signal: null });
+  });
+
+test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate exits 1 naming it',
+  { timeout: 60000 }, async () => {
+    for (const [name, flag] of [['proxy', '--allow'], ['relay', '--queue-timeout'],
+      ['agent', '--pool']]) {
+      const help = await runCli([name, '--help']);
+      assert.equal(help.code, 0);
+      assert.match(help.stdout, new RegExp(`Usage: tls-splice ${name} `));
+      assert.ok(help.stdout.includes(flag), `${name} --help mentions ${flag}`);
+    }
+    const missing = await runCli(['relay', '--agents', '127.0.0.1:0']);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /missing --public, --cert, --key, --client-ca/);
+    assert.match(missing.stderr, /Usage: tls-splice relay/);
+    const badAllow = await runCli(['proxy', '--listen', '127.0.0.1:0', '--cert', FIXTURES.serverCert,
+      '--key', FIXTURES.serverKey, '--allow', 'no-port-here']);
+    assert.equal(badAllow.code, 2);
+    assert.match(badAllow.stderr, /--allow: "no-port-here" is not HOST:PORT/);
+    const badPool = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
+      ...AGENT_TLS, '--pool', '0']);
+    assert.equal(badPool.code, 2);
+    const missingFile = path.join(os.tmpdir(), 'tls-splice-no-such-cert.pem');
+    for (const args of [
+      ['proxy', '--listen', '127.0.0.1:0', '--cert', missingFile, '--key', FIXTURES.serverKey],
+      ['relay', '--agents', '127.0.0.1:0', '--public', '127.0.0.1:0', '--cert', missingFile,
+        '--key', FIXTURES.serverKey, '--client-ca', FIXTURES.ca],
+      ['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1', '--cert', missingFile,
+        '--key', FIXTURES.clientKey, '--ca', FIXTURES.ca],
+    ]) {
+      const r = await runCli(args);
+      assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(missingFile), `${args[0]} names the file: ${r.stderr}`);
+      assert.match(r.stderr, /ENOENT/);
+    }
+  });
