@@ -4,7 +4,7 @@
 // and headless Chromium loading an HTTPS page through it. Every refusal is an HTTP answer.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -355,5 +355,59 @@ test('a CONNECT after a forwarded request on the same connection is spliced too'
     } finally {
       await proxy.kill();
       echo.close();
+    }
+  });
+
+test('SIGHUP reloads the proxy certificate; a live tunnel survives; SIGTERM exits 0',
+  { timeout: 60000 }, async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tls-splice-proxy-reload-'));
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    fs.copyFileSync(FIXTURES.serverCert, cert);
+    fs.copyFileSync(FIXTURES.serverKey, key);
+    const echo = net.createServer({ allowHalfOpen: true }, (c) => c.pipe(c));
+    await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+    const proxy = await startCli(['proxy', '--listen', '127.0.0.1:0', '--cert', cert, '--key', key,
+      '--allow', '127.0.0.1:*']);
+    const fingerprint = async () => {
+      const s = tls.connect({ host: '127.0.0.1', port: proxy.port, rejectUnauthorized: false });
+      await new Promise((resolve, reject) => {
+        s.once('secureConnect', resolve);
+        s.once('error', reject);
+      });
+      const fp = s.getPeerCertificate().fingerprint256;
+      s.destroy();
+      return fp;
+    };
+    try {
+      const before = await fingerprint();
+      // A live tunnel through the proxy.
+      const tunnel = tls.connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost',
+        ca: fs.readFileSync(CA) });
+      await new Promise((resolve, reject) => {
+        tunnel.once('secureConnect', resolve);
+        tunnel.once('error', reject);
+      });
+      const chunks = [];
+      tunnel.on('data', (c) => chunks.push(c));
+      tunnel.write(`CONNECT 127.0.0.1:${echo.address().port} HTTP/1.1\r\nHost: e\r\n\r\nbefore|`);
+      // A new certificate and key in place, then SIGHUP.
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt',
+        'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=localhost',
+        '-keyout', key, '-out', cert], { stdio: 'ignore' });
+      proxy.signal('SIGHUP');
+      await proxy.waitForStderr(/reloaded certificates/);
+      const after = await fingerprint();
+      assert.notEqual(after, before);
+      const ended = new Promise((r) => tunnel.once('end', r));
+      tunnel.end('after');
+      await withTimeout(ended, 20000, 'tunnel end');
+      assert.equal(Buffer.concat(chunks).toString(),
+        'HTTP/1.1 200 Connection Established\r\n\r\nbefore|after');
+      assert.deepEqual(await proxy.stop('SIGTERM'), { code: 0, signal: null });
+    } finally {
+      await proxy.kill();
+      echo.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
