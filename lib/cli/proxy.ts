@@ -352,7 +352,14 @@ async function run(values: ParsedValues): Promise<void> {
     let status = 0;
     const upstream = http.request({
       host: addr.host, port: addr.port, method: req.method, path: `${url.pathname}${url.search}`,
-      headers: headers.flat(), setHost: false, agent: false, timeout: config.dialTimeoutMs,
+      headers: headers.flat(), setHost: false, agent: false,
+    });
+    // --dial-timeout bounds the connect only; a slow answer is the origin's business.
+    upstream.once('socket', (socket: net.Socket) => {
+      socket.setTimeout(config.dialTimeoutMs, () => upstream.destroy(Object.assign(
+        new Error(`connecting to ${backendName} timed out after ${config.dialTimeoutMs} ms`),
+        { code: 'ETIMEDOUT' })));
+      socket.once('connect', () => socket.setTimeout(0));
     });
     let logged = false;
     const log = (reason: string, code?: string) => {
@@ -362,8 +369,6 @@ async function run(values: ParsedValues): Promise<void> {
         bytesToClient, durationMs: Date.now() - startedAt, engine: null, reason, code,
         method: req.method, status });
     };
-    upstream.on('timeout', () => upstream.destroy(Object.assign(
-      new Error(`${backendName} did not answer in time`), { code: 'ETIMEDOUT' })));
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       const code = err.code ?? 'ERR_TLS_SPLICE_DIAL';
       if (!res.headersSent) {
@@ -378,7 +383,6 @@ async function run(values: ParsedValues): Promise<void> {
       log('error', code);
     });
     upstream.on('response', (answer: http.IncomingMessage) => {
-      upstream.setTimeout(0);
       status = answer.statusCode ?? 502;
       const answerHeaders = endToEndHeaders(answer.rawHeaders, answer.headers.connection);
       res.writeHead(status, answer.statusMessage, answerHeaders.flat());
