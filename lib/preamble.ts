@@ -11,9 +11,13 @@
 // a 'data' listener, resume()).
 //
 // A peer may send its preamble and close its side at once (a one-shot request, an announcement
-// followed by EOF). Reading never goes past the bytes buffered, so an EOF behind the preamble
-// stays pending in the stream: 'end' is not emitted, Node does not end our side in answer, and
-// the splice sees the peer's close and carries the half-close through.
+// followed by EOF). Reading never goes past the bytes buffered, so an EOF that came with the
+// preamble stays pending in the stream: 'end' is not emitted, Node does not end our side in
+// answer, and the splice sees the peer's close and carries the half-close through. An EOF that
+// arrives later, into an empty buffer, Node acts on at once ('end'; with allowHalfOpen false it
+// ends our side too), and a socket in that state can no longer be spliced: splice soon after
+// the preamble, or keep the peer from closing until then (tls-splice relay holds its client's
+// bytes until the agent has answered).
 import type { Readable } from 'node:stream';
 
 import { SpliceError, invalidArg } from './errors';
