@@ -293,6 +293,36 @@ test('SIGTERM: stops accepting, ends a live splice gracefully (close_notify), ex
     await assert.rejects(tlsClient(cli.port), { code: 'ECONNREFUSED' });
   });
 
+test('SIGTERM with a splice that cannot drain: aborted at --drain-timeout, exit 0',
+  { timeout: 30000 }, async () => {
+    const sockets = new Set();
+    const stuck = net.createServer((socket) => {   // never reads
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.pause();
+    });
+    closers.push(() => { for (const s of sockets) s.destroy(); });
+    const addr = await listening(stuck);
+    const cli = await startCli(['terminate', '--listen', '127.0.0.1:0', ...CERT_ARGS,
+      '--to', addr, '--log', 'json', '--drain-timeout', '0.5']);
+    const socket = await tlsClient(cli.port);
+    socket.on('error', () => {});
+    const flood = Buffer.alloc(1024 * 1024, 1);
+    for (let i = 0; i < 64; i++) socket.write(flood);
+    // Wait until the backend's buffers are full and the splice holds bytes it cannot deliver.
+    let last = -1;
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const queued = socket.writableLength;
+      if (queued === last) break;
+      last = queued;
+    }
+    assert.deepEqual(await cli.stop('SIGTERM'), { code: 0, signal: null });
+    const record = cli.records.find((r) => r.event === 'connection');
+    assert.equal(record.reason, 'aborted');
+    socket.destroy();
+  });
+
 test('SIGHUP reloads the certificate: new connections see it, a live one survives',
   { timeout: 60000 }, async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tls-splice-reload-'));
