@@ -143,7 +143,9 @@ export function proxyProtocolHeader(version: 1 | 2 | 'v1' | 'v2',
   if (options.alpn) tlvs.push(tlv(PP2_TYPE_ALPN, options.alpn));
   if (options.authority) tlvs.push(tlv(PP2_TYPE_AUTHORITY, options.authority));
   const body = Buffer.concat([addresses, ...tlvs]);
-  if (body.length > 0xffff) throw invalidArg('options', 'TLVs of at most 64 KiB in all', body.length);
+  if (body.length > 0xffff) {
+    throw invalidArg('options', 'TLVs of at most 64 KiB in all', body.length);
+  }
   const fixed = Buffer.alloc(4);
   fixed[0] = V2_VERSION_PROXY;
   fixed[1] = fam;

@@ -40,7 +40,8 @@ function globalHelp(): string {
     const command = loadCommand(name);
     if (command !== undefined) lines.push(`  ${name.padEnd(10)} ${command.summary}`);
   }
-  lines.push('', 'Every command prints `listening ADDR` on stdout once it accepts connections and ' +
+  lines.push('',
+    'Every command prints `listening ADDR` on stdout once it accepts connections and ' +
     'logs one line', 'per connection end on stderr. ADDR is HOST:PORT, [IPv6]:PORT for IPv6.');
   return `${lines.join('\n')}\n`;
 }

@@ -13,11 +13,11 @@ import {
   requireFlags, spliceConnection, stringFlag, stringsFlag,
 } from './common';
 
-const USAGE = `Usage: tls-splice originate --listen ADDR --connect ADDR [--servername NAME] [--ca FILE]
-                            [--insecure] [--cert FILE --key FILE] [--alpn PROTO]`;
+const USAGE = `Usage: tls-splice originate --listen ADDR --connect ADDR [--servername NAME]
+                            [--ca FILE] [--insecure] [--cert FILE --key FILE] [--alpn PROTO]`;
 
-const HELP = `Accepts plain TCP and carries each connection over its own TLS connection to an upstream
-(replaces stunnel's client mode, ghostunnel client, socat TCP-LISTEN -> OPENSSL).
+const HELP = `Accepts plain TCP and carries each connection over its own TLS connection to an
+upstream (replaces stunnel's client mode, ghostunnel client, socat TCP-LISTEN -> OPENSSL).
 
 Flags:
   --listen ADDR         where to accept plain TCP (HOST:PORT; keep it on loopback or a trusted net)
