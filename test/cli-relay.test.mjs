@@ -379,6 +379,10 @@ test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate e
     const badPool = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
       ...AGENT_TLS, '--pool', '0']);
     assert.equal(badPool.code, 2);
+    const badProxy = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
+      ...AGENT_TLS, '--proxy-protocol', 'v3']);
+    assert.equal(badProxy.code, 2);
+    assert.match(badProxy.stderr, /--proxy-protocol: "v3" is not v1 or v2/);
     const missingFile = path.join(os.tmpdir(), 'tls-splice-no-such-cert.pem');
     for (const args of [
       ['proxy', '--listen', '127.0.0.1:0', '--cert', missingFile, '--key', FIXTURES.serverKey],
@@ -427,4 +431,51 @@ test('a link reset by its agent mid-stream resets the public client (no FIN firs
     const rec = await relay.waitForLog((r) => r.event === 'connection' && r.command === 'relay');
     assert.equal(rec.code, 'ECONNRESET');
     assert.equal(rec.client, announced.client);
+  });
+
+test('agent --proxy-protocol v1 / v2: the backend learns the public client\'s address first',
+  { timeout: 60000 }, async () => {
+    for (const version of ['v1', 'v2']) {
+      const received = [];
+      const backend = net.createServer({ allowHalfOpen: true }, (s) => {
+        const chunks = [];
+        s.on('data', (c) => chunks.push(c));
+        s.on('end', () => {
+          received.push(Buffer.concat(chunks));
+          s.end('done');
+        });
+      });
+      await new Promise((r) => backend.listen(0, '127.0.0.1', r));
+      cleanups.push(() => new Promise((r) => backend.close(r)));
+      const relay = await startRelay();
+      const agent = await startAgent(relay, backend.address().port,
+        ['--proxy-protocol', version]);
+      cleanups.push(() => agent.kill(), () => relay.kill());
+      const client = net.connect({ host: '127.0.0.1', port: relay.port, allowHalfOpen: true });
+      await new Promise((resolve, reject) => {
+        client.once('connect', resolve);
+        client.once('error', reject);
+      });
+      const clientPort = client.localPort;
+      const reply = hashIncoming(client);
+      client.end('payload');
+      const got = await withTimeout(reply, 20000, `${version} reply`);
+      assert.equal(got.length, 4);
+      const bytes = received[0];
+      if (version === 'v1') {
+        assert.equal(bytes.toString('latin1'),
+          `PROXY TCP4 127.0.0.1 127.0.0.1 ${clientPort} ${relay.port}\r\npayload`);
+      } else {
+        const expected = Buffer.alloc(16 + 12);
+        Buffer.from('0d0a0d0a000d0a515549540a', 'hex').copy(expected, 0);
+        expected[12] = 0x21;             // version 2, PROXY
+        expected[13] = 0x11;             // TCP over IPv4
+        expected.writeUInt16BE(12, 14);  // two addresses and two ports
+        Buffer.from([127, 0, 0, 1, 127, 0, 0, 1]).copy(expected, 16);
+        expected.writeUInt16BE(clientPort, 24);
+        expected.writeUInt16BE(relay.port, 26);
+        assert.deepEqual(bytes, Buffer.concat([expected, Buffer.from('payload')]));
+      }
+      client.destroy();
+    }
   });

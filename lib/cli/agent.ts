@@ -14,16 +14,17 @@ import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import { createSecureContext } from 'node:tls';
 
-import { SpliceGroup, connect, readPreamble } from '../index';
-import type { LinePreamble, SpliceOptions } from '../index';
+import { SpliceGroup, connect, proxyProtocolHeader, readPreamble } from '../index';
+import type { LinePreamble, ProxyProtocolAddress, SpliceOptions } from '../index';
 import {
-  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, announceListening, dial,
+  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
+  dial,
   formatAddr, handleSignals, loadTlsFiles, parseAddr, parseLogFormat, parsePositiveInt,
   parseSeconds, requireFlags, spliceConnection, stringFlag,
 } from './common';
 
 const USAGE = `Usage: tls-splice agent --relay ADDR --to ADDR --cert FILE --key FILE --ca FILE
-                        [--servername NAME] [--pool N]`;
+                        [--servername NAME] [--pool N] [--proxy-protocol v1|v2]`;
 
 const HELP = `The private end of a reverse tunnel: dials out to a tls-splice relay with mutual
 TLS, keeps idle links open, and splices each public client the relay announces to --to.
@@ -37,6 +38,8 @@ Flags:
   --ca FILE              the CA that signed the relay's certificate (replaces the system roots)
   --servername NAME      the name to verify in the relay's certificate (default: the --relay host)
   --pool N               idle links kept open (default 4)
+  --proxy-protocol v1|v2 send --to a PROXY header with the public client's address (and the
+                         relay's public address it connected to) before its bytes
   --dial-timeout SECONDS give up on --to after this long (default 10; the client is reset)
   --max-backoff SECONDS  the longest wait between reconnection attempts (default 5)
 Prints "connected ADDR" on stdout once the first link is up.
@@ -61,6 +64,7 @@ interface Config {
   caFile: string;
   servername?: string;
   pool: number;
+  proxyProtocol?: 1 | 2;
   dialTimeoutMs: number;
   maxBackoffMs: number;
   logFormat: 'text' | 'json';
@@ -69,6 +73,10 @@ interface Config {
 
 function parseConfig(values: ParsedValues): Config {
   requireFlags(values, ['relay', 'to', 'cert', 'key', 'ca']);
+  const proxy = stringFlag(values, 'proxy-protocol');
+  if (proxy !== undefined && proxy !== 'v1' && proxy !== 'v2') {
+    throw new UsageError(`--proxy-protocol: "${proxy}" is not v1 or v2`);
+  }
   return {
     relay: parseAddr(stringFlag(values, 'relay')!, '--relay'),
     to: parseAddr(stringFlag(values, 'to')!, '--to'),
@@ -77,6 +85,7 @@ function parseConfig(values: ParsedValues): Config {
     caFile: stringFlag(values, 'ca')!,
     servername: stringFlag(values, 'servername'),
     pool: parsePositiveInt(stringFlag(values, 'pool'), '--pool', DEFAULT_POOL),
+    proxyProtocol: proxy === undefined ? undefined : proxy === 'v1' ? 1 : 2,
     dialTimeoutMs: parseSeconds(stringFlag(values, 'dial-timeout'), '--dial-timeout', 10_000),
     maxBackoffMs: Math.max(FIRST_BACKOFF_MS, parseSeconds(stringFlag(values, 'max-backoff'),
       '--max-backoff', DEFAULT_MAX_BACKOFF_MS)),
@@ -84,6 +93,16 @@ function parseConfig(values: ParsedValues): Config {
     drainTimeoutMs: parseSeconds(stringFlag(values, 'drain-timeout'), '--drain-timeout',
       DEFAULT_DRAIN_TIMEOUT_MS),
   };
+}
+
+// { address, port } from the relay's announcement, if it is one.
+function addressOf(value: unknown): ProxyProtocolAddress | undefined {
+  const v = value as { address?: unknown; port?: unknown } | null | undefined;
+  if (typeof v?.address !== 'string' || !net.isIP(v.address)) return undefined;
+  if (typeof v.port !== 'number' || !Number.isInteger(v.port) || v.port < 0 || v.port > 65535) {
+    return undefined;
+  }
+  return { address: v.address, port: v.port };
 }
 
 async function run(values: ParsedValues): Promise<void> {
@@ -201,9 +220,14 @@ async function run(values: ParsedValues): Promise<void> {
     fill();   // replace the link now in use
     const startedAt = Date.now();
     let client = '?';
+    let source: ProxyProtocolAddress | undefined;
+    let destination: ProxyProtocolAddress | undefined;
     try {
-      const parsed = JSON.parse(announcement.line) as { client?: unknown };
+      const parsed = JSON.parse(announcement.line) as { client?: unknown; source?: unknown;
+        destination?: unknown };
       if (typeof parsed.client === 'string') client = parsed.client;
+      source = addressOf(parsed.source);
+      destination = addressOf(parsed.destination);
     } catch {
       logger.error(`agent: the relay sent a line that is not JSON; closing the link`,
         { code: 'ERR_TLS_SPLICE_LINK_PROTOCOL' });
@@ -232,12 +256,14 @@ async function run(values: ParsedValues): Promise<void> {
           : 'ECONNRESET', error: 'the link closed while the backend was dialled' });
       return;
     }
+    // A relay that did not send addresses gets the header's "unknown" form.
+    const head = config.proxyProtocol === undefined ? announcement.rest : Buffer.concat([
+      proxyProtocolHeader(config.proxyProtocol, { source, destination }), announcement.rest]);
     // The answer, then the splice at once: capture holds the link before any new record.
     link.write(`${JSON.stringify({ ok: true })}\n`);
     try {
       await spliceConnection(link, backend, {
-        command: 'agent', group, logger, client, backend: toName, startedAt,
-        head: announcement.rest,
+        command: 'agent', group, logger, client, backend: toName, startedAt, head,
         // 'reset' where the library has it: a truncated link must not end the backend cleanly.
         splice: { onTruncation: 'reset' } as SpliceOptions,
       });
@@ -272,6 +298,7 @@ export const command: Command = {
     ca: { type: 'string' },
     servername: { type: 'string' },
     pool: { type: 'string' },
+    'proxy-protocol': { type: 'string' },
     'dial-timeout': { type: 'string' },
     'max-backoff': { type: 'string' },
   },

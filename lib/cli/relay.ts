@@ -6,7 +6,9 @@
 // Link protocol: once it has verified the agent's certificate, the relay greets a new link with
 // `{"relay":"tls-splice"}\n` (under TLS 1.3 the client finishes its handshake before the
 // server has checked its certificate, so the greeting is the agent's sign that the link is
-// accepted). To hand it a client, the relay writes `{"client":"HOST:PORT"}\n`; the agent dials
+// accepted). To hand it a client, the relay writes `{"client":"HOST:PORT","source":{...},
+// "destination":{...}}\n` (source and destination: { address, port } of the public
+// connection, for a PROXY header); the agent dials
 // its backend and answers `{"ok":true}\n` (or `{"ok":false,"code":"ECONNREFUSED"}\n` and closes);
 // from the next byte on, the link carries the public client's stream both ways. The relay sends
 // none of the client's bytes (nor its EOF) before the answer, so nothing reaches the agent's
@@ -234,7 +236,13 @@ async function run(values: ParsedValues): Promise<void> {
     const { link } = entry;
     entry.detach();
     const announced = await new Promise<boolean>((resolve) => {
-      link.write(`${JSON.stringify({ client: client.name })}\n`, (err) => resolve(!err));
+      const { socket } = client;
+      link.write(`${JSON.stringify({
+        client: client.name,
+        // For the agent's --proxy-protocol: the client's address and the one it reached.
+        source: { address: socket.remoteAddress, port: socket.remotePort },
+        destination: { address: socket.localAddress, port: socket.localPort },
+      })}\n`, (err) => resolve(!err));
     });
     if (!announced || link.destroyed) {
       link.destroy();
