@@ -350,10 +350,24 @@ async function run(values: ParsedValues): Promise<void> {
     let bytesFromClient = 0;
     let bytesToClient = 0;
     let status = 0;
-    const upstream = http.request({
-      host: addr.host, port: addr.port, method: req.method, path: `${url.pathname}${url.search}`,
-      headers: headers.flat(), setHost: false, agent: false,
-    });
+    let upstream: http.ClientRequest;
+    try {
+      upstream = http.request({
+        host: addr.host, port: addr.port, method: req.method,
+        path: `${url.pathname}${url.search}`, headers: headers.flat(), setHost: false,
+        agent: false,
+      });
+    } catch (err) {
+      // A field node:http's parser let through but its client refuses (ERR_INVALID_CHAR...).
+      const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_BAD_PREAMBLE';
+      logRefusal(client, startedAt, 400, code, (err as Error).message, backendName);
+      const { body } = answerText(400, (err as Error).message, code);
+      res.writeHead(400, { 'Content-Type': 'text/plain; charset=utf-8',
+        'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.end(body);
+      req.resume();
+      return;
+    }
     // --dial-timeout bounds the connect only; a slow answer is the origin's business.
     upstream.once('socket', (socket: net.Socket) => {
       socket.setTimeout(config.dialTimeoutMs, () => upstream.destroy(Object.assign(
@@ -385,7 +399,15 @@ async function run(values: ParsedValues): Promise<void> {
     upstream.on('response', (answer: http.IncomingMessage) => {
       status = answer.statusCode ?? 502;
       const answerHeaders = endToEndHeaders(answer.rawHeaders, answer.headers.connection);
-      res.writeHead(status, answer.statusMessage, answerHeaders.flat());
+      try {
+        res.writeHead(status, answer.statusMessage, answerHeaders.flat());
+      } catch (err) {
+        // An answer node:http will not repeat (a bad status text or field): the origin's fault.
+        answer.destroy();
+        res.destroy();
+        log('error', (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_BAD_ANSWER');
+        return;
+      }
       answer.on('data', (chunk: Buffer) => { bytesToClient += chunk.length; });
       answer.pipe(res);
       answer.on('end', () => log('end'));

@@ -22,7 +22,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 
 import { SpliceGroup, createServer, readPreamble, spliceTo } from '../index';
-import type { LinePreamble, SpliceOptions } from '../index';
+import type { LinePreamble, SpliceHandle, SpliceOptions } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
   formatAddr, handleSignals, listen, loadTlsFiles, onHandshakeFailure, parseAddr, parseLogFormat,
@@ -267,10 +267,19 @@ async function run(values: ParsedValues): Promise<void> {
       refuse(client, code, 'the agent could not serve this client');
       return;
     }
-    // 'reset' where the library has it: a truncated link must not end the client cleanly.
-    const handle = spliceTo(link, client.socket, {
-      head: answer.rest, onTruncation: 'reset',
-    } as SpliceOptions);
+    let handle: SpliceHandle;
+    try {
+      // 'reset' where the library has it: a truncated link must not end the client cleanly.
+      handle = spliceTo(link, client.socket, {
+        head: answer.rest, onTruncation: 'reset',
+      } as SpliceOptions);
+    } catch (err) {
+      // The client left while the agent answered (its socket is destroyed).
+      link.destroy();
+      refuse(client, (err as { code?: string }).code ?? 'ERR_TLS_SPLICE_INVALID_ARG',
+        (err as Error).message);
+      return;
+    }
     group.add(handle);
     void handle.closed.then((end) => {
       // A link that ended without close_notify, or failed, resets the public client.
