@@ -165,9 +165,9 @@ async function run(values: ParsedValues): Promise<void> {
       link.setNoDelay(true);
       link.setKeepAlive(true, 30_000);
       void greeted(link).then((ok) => {
-        if (!ok) {
+        if (!ok || link.destroyed) {
           link.destroy();
-          return;   // 'close' counts the failure
+          return;   // 'close' counts the failure (once)
         }
         connecting -= 1;
         up = true;
