@@ -26,10 +26,16 @@ after(async () => {
   for (const close of closers.reverse()) await close();
 });
 
+// Listens on loopback; at the end, every connection it accepted is destroyed and it is closed.
 async function listening(server) {
+  const connections = new Set();
+  server.on('connection', (socket) => {
+    connections.add(socket);
+    socket.on('close', () => connections.delete(socket));
+  });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   closers.push(() => new Promise((resolve) => {
-    server.closeAllConnections?.();
+    for (const socket of connections) socket.destroy();
     server.close(() => resolve());
   }));
   return `127.0.0.1:${server.address().port}`;
