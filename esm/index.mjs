@@ -12,6 +12,10 @@ export const {
   isSpliceCapable,
   releaseSpentSocket,
   openTun,
+  SpliceGroup,
+  proxyProtocolHeader,
   SpliceError,
+  readPreamble,
+  parseHttpRequestHead,
 } = cjs;
 export default cjs;

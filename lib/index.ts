@@ -11,4 +11,12 @@ export type {
   SpliceEngineOption, TruncationMode,
 } from './splice';
 export { openTun } from './tun';
+export { SpliceGroup } from './splice-group';
+export type { CloseAllOptions } from './splice-group';
+export { proxyProtocolHeader } from './proxy-protocol';
+export type { ProxyProtocolAddress, ProxyProtocolOptions } from './proxy-protocol';
 export type { OpenTunOptions, TunDevice } from './tun';
+export { readPreamble, parseHttpRequestHead } from './preamble';
+export type {
+  ReadPreambleOptions, Preamble, PreambleKind, LinePreamble, HttpPreamble, HttpRequestHead,
+} from './preamble';

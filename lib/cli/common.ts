@@ -1,0 +1,474 @@
+// What every tls-splice command shares: the command contract, addresses, errors and exit codes,
+// file loading, the per-connection log line, `listening ADDR`, dialing a backend, splicing a
+// connection into a SpliceGroup, and signal handling (drain on SIGTERM/SIGINT, reload on SIGHUP).
+//
+// Built only on the public API ('../index') and node: modules, like the commands themselves.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type * as tls from 'node:tls';
+import type { ParseArgsConfig } from 'node:util';
+
+import { SpliceGroup, spliceTo } from '../index';
+import type { SpliceEnd, SpliceHandle, SpliceOptions } from '../index';
+
+// ---------------------------------------------------------------------------------------------
+// The command contract. main.ts parses argv with node:util parseArgs (strict) using `options`,
+// answers --help with `help`, and calls run() with the parsed values. run() resolves once the
+// command is serving (after `listening ADDR`); the process then lives until a signal.
+
+export type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
+export type ParsedValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
+
+export interface Command {
+  /** One line for the global --help. */
+  summary: string;
+  /** The usage line(s), printed with bad flags and at the top of --help. */
+  usage: string;
+  /** The rest of --help: what it does, each flag, an example. */
+  help: string;
+  /** parseArgs options; the common ones (COMMON_OPTIONS) are merged in by main. */
+  options: OptionsConfig;
+  run(values: ParsedValues, positionals: string[]): Promise<void>;
+}
+
+/** Flags every command accepts. */
+export const COMMON_OPTIONS: OptionsConfig = {
+  help: { type: 'boolean', short: 'h' },
+  log: { type: 'string' },
+  'drain-timeout': { type: 'string' },
+};
+
+export const COMMON_HELP = `Common flags:
+  --log text|json          one line per connection end on stderr (default text)
+  --drain-timeout SECONDS  on SIGTERM/SIGINT, time given to live connections to end gracefully
+                           before they are aborted (default ${10})
+  -h, --help               this help
+Signals: SIGTERM/SIGINT stop accepting, drain live splices, exit 0; SIGHUP reloads certificates.`;
+
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+
+// ---------------------------------------------------------------------------------------------
+// Errors and exit codes.
+
+/** A bad command line: main prints the message and the usage line, exits 2. */
+export class UsageError extends Error {
+  readonly code = 'ERR_TLS_SPLICE_USAGE';
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A failure the user can fix (an unreadable file, an address in use): exit 1 with the message. */
+export class CliError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CliError';
+    this.code = code;
+  }
+}
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+// ---------------------------------------------------------------------------------------------
+// Flags.
+
+export interface Addr {
+  host: string;
+  port: number;
+}
+
+/** 'HOST:PORT' or '[IPv6]:PORT' (port 0 = any free port, for listening). */
+export function parseAddr(text: string, flag = 'address'): Addr {
+  if (typeof text !== 'string') throw new UsageError(`${flag} needs a value HOST:PORT`);
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:[\]]+):(\d+)$/.exec(text);
+  if (match === null) {
+    throw new UsageError(`${flag}: "${text}" is not HOST:PORT (write IPv6 as [::1]:PORT)`);
+  }
+  const port = Number(match[2]);
+  if (!Number.isInteger(port) || port > 65535) {
+    throw new UsageError(`${flag}: port ${match[2]} is not in 0..65535`);
+  }
+  return { host: match[1], port };
+}
+
+/** 'host:port', with brackets around an IPv6 address. */
+export function formatAddr(host: string | undefined, port: number | undefined): string {
+  const h = host ?? '?';
+  return `${h.includes(':') ? `[${h}]` : h}:${port ?? '?'}`;
+}
+
+/** A repeatable 'NAME=ADDR' flag (--sni, --alpn) as [name, addr] pairs, in the order given. */
+export function parseMappings(values: string[] | undefined, flag: string): [string, Addr][] {
+  return (values ?? []).map((text) => {
+    const eq = text.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${flag}: "${text}" is not NAME=HOST:PORT`);
+    return [text.slice(0, eq), parseAddr(text.slice(eq + 1), flag)];
+  });
+}
+
+/** A positive integer flag. */
+export function parsePositiveInt(text: string | undefined, flag: string, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`${flag}: "${text}" is not a positive integer`);
+  }
+  return n;
+}
+
+/** Seconds (decimals allowed) as milliseconds. */
+export function parseSeconds(text: string | undefined, flag: string, fallbackMs: number): number {
+  if (text === undefined) return fallbackMs;
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0) {
+    throw new UsageError(`${flag}: "${text}" is not a number of seconds`);
+  }
+  return Math.round(n * 1000);
+}
+
+/** Throws a UsageError naming each required flag that is missing. */
+export function requireFlags(values: ParsedValues, names: string[]): void {
+  const missing = names.filter((name) => values[name] === undefined);
+  if (missing.length > 0) {
+    throw new UsageError(`missing ${missing.map((n) => `--${n}`).join(', ')}`);
+  }
+}
+
+export function stringFlag(values: ParsedValues, name: string): string | undefined {
+  const v = values[name];
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function stringsFlag(values: ParsedValues, name: string): string[] {
+  const v = values[name];
+  if (v === undefined) return [];
+  return (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === 'string');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+/** Reads a PEM file; an unreadable one is a CliError (code = errno name) naming the file. */
+export function readPem(file: string, what: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new CliError(code, `cannot read ${what} file ${file}: ${code} ` +
+      `(${(err as Error).message.replace(/^[A-Z]+: /, '')}); check the path and its permissions`,
+    { cause: err });
+  }
+}
+
+export interface TlsFiles {
+  cert?: string;
+  key?: string;
+  ca?: string;
+}
+
+export interface TlsMaterial {
+  cert?: Buffer;
+  key?: Buffer;
+  ca?: Buffer;
+}
+
+/**
+ * Reads cert/key/CA files and checks that they parse and match (a wrong key is caught here, at
+ * startup or at reload, not at the first client). Errors name the files.
+ */
+export function loadTlsFiles(files: TlsFiles, createSecureContext: (o: tls.SecureContextOptions)
+  => unknown): TlsMaterial {
+  const material: TlsMaterial = {};
+  if (files.cert !== undefined) material.cert = readPem(files.cert, 'certificate');
+  if (files.key !== undefined) material.key = readPem(files.key, 'key');
+  if (files.ca !== undefined) material.ca = readPem(files.ca, 'CA certificate');
+  try {
+    createSecureContext({ cert: material.cert, key: material.key, ca: material.ca });
+  } catch (err) {
+    const named = [files.cert, files.key, files.ca].filter((f) => f !== undefined).join(', ');
+    const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_BAD_CERTIFICATE';
+    throw new CliError(code, `cannot use ${named}: ${(err as Error).message} ` +
+      '(is each file PEM, and does the key belong to the certificate?)', { cause: err });
+  }
+  return material;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logging: stderr, one line per connection end; `--log json` for JSON lines.
+
+export type LogFormat = 'text' | 'json';
+
+export interface ConnectionRecord {
+  /** The command ('terminate', 'proxy', ...). */
+  command: string;
+  client: string;
+  backend?: string;
+  /** Bytes from the client to the backend, and back. */
+  bytesFromClient: number;
+  bytesToClient: number;
+  durationMs: number;
+  engine: 'native' | 'js' | null;
+  /** 'end' | 'stopped' | 'aborted' | 'error' (a splice end), or 'refused' / 'failed' before one. */
+  reason: string;
+  /** The error's code when it ended with one. */
+  code?: string;
+  /** Extra detail (why a handshake or dial failed, the SNI name, the ALPN protocol...). */
+  [extra: string]: unknown;
+}
+
+export class Logger {
+  constructor(readonly format: LogFormat = 'text', private readonly out: NodeJS.WritableStream =
+  process.stderr) {}
+
+  /** The one line per connection end. */
+  connection(record: ConnectionRecord): void {
+    if (this.format === 'json') {
+      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'connection',
+        ...record })}\n`);
+      return;
+    }
+    const { command, client, backend, bytesFromClient, bytesToClient, durationMs, engine, reason,
+      code, ...extra } = record;
+    const parts = [`${command}: ${client}`, `-> ${backend ?? '-'}`,
+      `in=${bytesFromClient}`, `out=${bytesToClient}`, `ms=${Math.round(durationMs)}`,
+      `engine=${engine ?? '-'}`, `end=${reason}`];
+    if (code !== undefined) parts.push(`code=${code}`);
+    for (const [k, v] of Object.entries(extra)) {
+      if (v !== undefined) parts.push(`${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+    }
+    this.out.write(`${parts.join(' ')}\n`);
+  }
+
+  /** A line about the process (listening, reload, drain, a failure not tied to a connection). */
+  info(message: string, fields: Record<string, unknown> = {}): void {
+    if (this.format === 'json') {
+      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'info', message,
+        ...fields })}\n`);
+    } else {
+      const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${String(v)}`).join('');
+      this.out.write(`${message}${extra}\n`);
+    }
+  }
+
+  error(message: string, err?: unknown): void {
+    const code = (err as { code?: string } | undefined)?.code;
+    const text = err instanceof Error ? err.message : err === undefined ? undefined : String(err);
+    if (this.format === 'json') {
+      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'error', message,
+        code, error: text })}\n`);
+    } else {
+      this.out.write(`${message}${code ? ` code=${code}` : ''}${text ? `: ${text}` : ''}\n`);
+    }
+  }
+}
+
+export function parseLogFormat(text: string | undefined): LogFormat {
+  if (text === undefined || text === 'text') return 'text';
+  if (text === 'json') return 'json';
+  throw new UsageError(`--log: "${text}" is not text or json`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listening.
+
+/** Listens and resolves with the bound address; EADDRINUSE and friends become a CliError. */
+export function listen(server: net.Server, addr: Addr, what = '--listen'): Promise<Addr> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(new CliError(err.code ?? 'ERR_TLS_SPLICE_LISTEN',
+        `cannot listen on ${formatAddr(addr.host, addr.port)} (${what}): ${err.message}`,
+        { cause: err }));
+    };
+    server.once('error', onError);
+    server.listen(addr.port, addr.host, () => {
+      server.off('error', onError);
+      const bound = server.address() as net.AddressInfo;
+      resolve({ host: bound.address, port: bound.port });
+    });
+  });
+}
+
+/** The readiness line on stdout that scripts and tests wait for. */
+export function announceListening(addr: Addr, word = 'listening'): void {
+  process.stdout.write(`${word} ${formatAddr(addr.host, addr.port)}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialing and splicing.
+
+/**
+ * Connects to addr; resolves once connected (noDelay on, a no-op 'error' listener attached),
+ * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...).
+ */
+export function dial(addr: Addr, timeoutMs = 10_000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(Object.assign(new Error(`connecting to ${formatAddr(addr.host, addr.port)} ` +
+        `timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      // A reset before the caller takes over must not crash the process: the splice (or the
+      // caller's own listener) sees the failure when it uses the socket.
+      socket.on('error', () => {});
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+export interface SpliceConnectionOptions {
+  command: string;
+  group: SpliceGroup;
+  logger: Logger;
+  /** For the log line. */
+  client: string;
+  backend: string;
+  /** When the connection was accepted (Date.now()), for the duration. */
+  startedAt: number;
+  /** Written to the backend before any spliced byte. */
+  head?: Buffer;
+  /** More fields for the log line. */
+  extra?: Record<string, unknown>;
+  /** Called with the end (for metrics) after the log line. */
+  onEnd?: (end: SpliceEnd) => void;
+  splice?: SpliceOptions;
+}
+
+/**
+ * Splices a TLS socket to a connected backend socket, adds it to the group, and logs the end
+ * (`truncated=true` when the peer's TCP stream ended without close_notify). After a truncation
+ * the backend socket is reset rather than closed when the splice ends; note that the native
+ * engine has already passed the peer's EOF on as a FIN by then, so a backend that must tell a
+ * truncation from a clean end needs the library's truncation option, not this.
+ * Resolves with the handle once started; a refused start is logged, both sockets destroyed, and
+ * rethrown.
+ */
+export async function spliceConnection(tlsSocket: tls.TLSSocket, backend: net.Socket,
+  options: SpliceConnectionOptions): Promise<SpliceHandle> {
+  backend.setNoDelay(true);
+  const handle = spliceTo(tlsSocket, backend, { ...options.splice, head: options.head });
+  options.group.add(handle);
+  void handle.closed.then((end) => {
+    if (end.peerEofWithoutCloseNotify && !backend.destroyed) backend.resetAndDestroy();
+    else backend.destroy();
+    const stats = end.stats;
+    options.logger.connection({
+      command: options.command, client: options.client, backend: options.backend,
+      bytesFromClient: stats.bytesIn, bytesToClient: stats.bytesOut,
+      durationMs: Date.now() - options.startedAt, engine: end.engine, reason: end.reason,
+      code: end.error?.code, ...options.extra,
+      ...(end.peerEofWithoutCloseNotify ? { truncated: true } : {}),
+    });
+    options.onEnd?.(end);
+  });
+  try {
+    await handle.start();
+  } catch (err) {
+    tlsSocket.destroy();
+    backend.destroy();
+    throw err;
+  }
+  return handle;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals.
+
+export interface LifecycleOptions {
+  logger: Logger;
+  /** Servers that stop accepting on SIGTERM/SIGINT. */
+  servers: net.Server[];
+  group: SpliceGroup;
+  drainTimeoutMs: number;
+  /** Sockets not yet spliced (handshaking, dialing): destroyed at shutdown. */
+  pending?: Set<net.Socket>;
+  /** SIGHUP: reload certificates; a throw is logged and the old ones stay. */
+  reload?: () => void;
+  /** Called after draining, before exit (e.g. close a metrics server). */
+  beforeExit?: () => Promise<void> | void;
+}
+
+/**
+ * SIGTERM/SIGINT: stop accepting, end pending handshakes, stop live splices gracefully within
+ * the drain timeout (then abort them), exit 0. A second signal aborts at once. SIGHUP: reload().
+ */
+export function handleSignals(options: LifecycleOptions): { shutdown(): Promise<void> } {
+  let shuttingDown: Promise<void> | null = null;
+  const shutdown = (): Promise<void> => {
+    if (shuttingDown !== null) {
+      void options.group.closeAll({ graceful: false });
+      return shuttingDown;
+    }
+    shuttingDown = (async () => {
+      options.logger.info('draining', { live: options.group.size,
+        timeout_ms: options.drainTimeoutMs });
+      for (const server of options.servers) server.close();
+      for (const socket of options.pending ?? []) socket.destroy();
+      await options.group.closeAll({ timeout: options.drainTimeoutMs });
+      await options.beforeExit?.();
+      options.logger.info('stopped');
+      // Exit once stderr/stdout have flushed; a handle left behind must not keep us alive.
+      process.stderr.write('', () => process.exit(EXIT_OK));
+    })();
+    return shuttingDown;
+  };
+  process.on('SIGTERM', () => void shutdown());
+  process.on('SIGINT', () => void shutdown());
+  process.on('SIGHUP', () => {
+    if (options.reload === undefined) {
+      options.logger.info('SIGHUP: nothing to reload');
+      return;
+    }
+    try {
+      options.reload();
+      options.logger.info('reloaded certificates');
+    } catch (err) {
+      options.logger.error('reload failed, keeping the previous certificates', err);
+    }
+  });
+  return { shutdown };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake failures with the client's address (used by proxy and relay).
+//
+// 'tlsClientError' hands over a TLSSocket that is already destroyed and no longer knows its
+// peer, so the address is taken from the raw connection, and a connection that closes without
+// having become a 'secureConnection' is reported with the oldest error Node reported (it emits
+// the error, then destroys the connection).
+
+const MAX_PENDING_HANDSHAKE_ERRORS = 1024;
+
+export function onHandshakeFailure(server: tls.Server, report: (client: string,
+  durationMs: number, err: NodeJS.ErrnoException | undefined) => void): void {
+  const errors: NodeJS.ErrnoException[] = [];
+  const secured = new Set<string>();
+  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
+    errors.push(err);
+    if (errors.length > MAX_PENDING_HANDSHAKE_ERRORS) errors.shift();
+  });
+  server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
+    secured.add(formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort));
+  });
+  server.on('connection', (socket: net.Socket) => {
+    const startedAt = Date.now();
+    const client = formatAddr(socket.remoteAddress, socket.remotePort);
+    socket.once('close', () => {
+      if (secured.delete(client)) return;
+      report(client, Date.now() - startedAt, errors.shift());
+    });
+  });
+}
