@@ -46,6 +46,11 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_TARGET_NOT_RAW'
   | 'ERR_TLS_SPLICE_TARGET_CLOSED'
   | 'ERR_TLS_SPLICE_STOPPED'
+  // readPreamble() (preamble.ts).
+  | 'ERR_TLS_SPLICE_BAD_PREAMBLE'
+  | 'ERR_TLS_SPLICE_PREAMBLE_TIMEOUT'
+  | 'ERR_TLS_SPLICE_PREAMBLE_TOO_LARGE'
+  | 'ERR_TLS_SPLICE_PREAMBLE_TRUNCATED'
   | (string & {});
 
 export class SpliceError extends Error {

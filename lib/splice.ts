@@ -67,8 +67,9 @@ export interface SpliceOptions {
    */
   keyUpdateAfterRecords?: number;
   /**
-   * The peer's TCP ended without close_notify: 'reset' (default) resets a socket target (RST),
-   * so a backend cannot mistake a cut upload for a complete one; 'end' gives it a normal FIN.
+   * The peer's TCP ended without close_notify: 'end' (default) passes the end on like a
+   * close_notify; 'reset' resets a TCP target (RST), so a backend cannot mistake a cut upload for
+   * a complete one.
    */
   onTruncation?: TruncationMode;
   /** TCP_NODELAY on a socket target (and on a dialled one). Default true. */
@@ -197,7 +198,7 @@ function resolveOptions(options: SpliceOptions): ResolvedOptions {
     throw invalidArg('options.keyUpdateAfterRecords', 'a non-negative integer',
       keyUpdateAfterRecords);
   }
-  const onTruncation = options.onTruncation ?? 'reset';
+  const onTruncation = options.onTruncation ?? 'end';
   if (onTruncation !== 'end' && onTruncation !== 'reset') {
     throw invalidArg('options.onTruncation', "'end' or 'reset'", onTruncation);
   }

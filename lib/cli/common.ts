@@ -349,17 +349,17 @@ export interface SpliceConnectionOptions {
 
 /**
  * Splices a TLS socket to a connected backend socket, adds it to the group, and logs the end
- * (`truncated=true` when the peer's TCP stream ended without close_notify). After a truncation
- * the backend socket is reset rather than closed when the splice ends; note that the native
- * engine has already passed the peer's EOF on as a FIN by then, so a backend that must tell a
- * truncation from a clean end needs the library's truncation option, not this.
+ * (`truncated=true` when the peer's TCP stream ended without close_notify). A truncation resets
+ * the backend (`onTruncation: 'reset'`): a plain backend must not take a cut stream for a whole one.
  * Resolves with the handle once started; a refused start is logged, both sockets destroyed, and
  * rethrown.
  */
 export async function spliceConnection(tlsSocket: tls.TLSSocket, backend: net.Socket,
   options: SpliceConnectionOptions): Promise<SpliceHandle> {
   backend.setNoDelay(true);
-  const handle = spliceTo(tlsSocket, backend, { ...options.splice, head: options.head });
+  const handle = spliceTo(tlsSocket, backend, {
+    onTruncation: 'reset', ...options.splice, head: options.head,
+  });
   options.group.add(handle);
   void handle.closed.then((end) => {
     if (end.peerEofWithoutCloseNotify && !backend.destroyed) backend.resetAndDestroy();
