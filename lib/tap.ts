@@ -22,6 +22,7 @@ import type * as tls from 'node:tls';
 
 import { binding } from './binding';
 import { SpliceError } from './errors';
+import { disableReading, keepWritableAfterEnd, readStop, socketFd } from './internals';
 import {
   ClientHelloInfo,
   HandshakeReassembler,
@@ -249,7 +250,7 @@ export class RecordTap extends Duplex {
     // on its own when the peer's FIN arrives: Node may still write close_notify, and a write after
     // that automatic end() would fail with EPIPE. Its writable side ends when the TLSSocket ends.
     this.allowHalfOpen = raw.allowHalfOpen;
-    raw.allowHalfOpen = true;
+    keepWritableAfterEnd(raw);
 
     // Read only when Node asks (pauseOnConnect keeps working, and nothing is read ahead of need).
     raw.pause();
@@ -705,13 +706,6 @@ export class RecordTap extends Duplex {
     this.#deliver();
   }
 
-  // The raw socket's file descriptor, or -1 when it has none (not a TCP or IPC socket).
-  rawFd(): number {
-    const handle = (this.raw as unknown as { _handle?: { fd?: unknown } | null })._handle;
-    const fd = handle?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : -1;
-  }
-
   // The irreversible step of capture. Stops Node reading the raw socket, collects every byte of
   // ciphertext Node never got (records pushed but not emitted, queued records, the partial tail,
   // and what the raw socket had buffered), then destroys the raw socket, which closes Node's copy
@@ -737,15 +731,10 @@ export class RecordTap extends Duplex {
     // Keep an 'error' listener for good: an error with no listener crashes the process.
     raw.on('error', noop);
     raw.pause();
-    const handle = (raw as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })
-      ._handle;
-    if (handle && typeof handle.readStop === 'function') {
-      handle.reading = false;
-      handle.readStop();
-    }
+    readStop(raw);
     // read() below would call _read(), which restarts reading on the handle; the socket is about
     // to be destroyed, so reading is switched off for good on this instance.
-    (raw as unknown as { _read: () => void })._read = noop;
+    disableReading(raw);
     for (let chunk = raw.read(); chunk !== null; chunk = raw.read()) parts.push(chunk as Buffer);
     // Keep the addresses readable after the handle is gone (net caches them on first use).
     raw.address();
