@@ -529,6 +529,8 @@ export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureO
     const peerEnded = !readableEndReached(tlsSocket) ? 'none' :
       closeNotifyRead || !tap.eofDelivered ? 'close_notify' : 'eof';
     const pendingCiphertext = tap.detach();
+    // The session holds copies of what the native side needs; the splice wipes those.
+    tap.wipeSecrets();
     makeSpent(tlsSocket);
     return { ...session, plaintext, pendingCiphertext, peerEnded, fd };
   } catch (err) {

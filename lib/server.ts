@@ -13,7 +13,7 @@ import * as tls from 'node:tls';
 
 import { SpliceError } from './errors';
 import { tlsConnectionListener } from './internals';
-import { RecordTap, parseKeylogLine, tapOf } from './tap';
+import { RecordTap, keylogClientRandom, tapOf } from './tap';
 
 type ConnectionListener = (this: tls.Server, socket: net.Socket) => void;
 
@@ -99,12 +99,12 @@ export class SpliceServer extends tls.Server {
   #onKeylog(line: Buffer, tlsSocket: tls.TLSSocket): void {
     let tap = tapOf(tlsSocket);
     if (tap === undefined) {
-      const parsed = parseKeylogLine(line);
-      if (parsed === undefined) return;
-      const entry = this.#pending.get(parsed.clientRandom);
+      const random = keylogClientRandom(line);
+      if (random === undefined) return;
+      const entry = this.#pending.get(random);
       if (entry === undefined || entry.ambiguous) return;
       const [candidate] = entry.taps;
-      this.#pending.delete(parsed.clientRandom);
+      this.#pending.delete(random);
       candidate.attachTLSSocket(tlsSocket);
       tap = candidate;
     }

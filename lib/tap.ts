@@ -181,16 +181,78 @@ export function spentError(): SpliceError {
 
 function noop(): void {}
 
-// Keylog line: "<LABEL> <64 hex client random> <hex secret>" (NSS key log format).
-export function parseKeylogLine(line: Buffer | string):
-    { label: string; clientRandom: string; secret: Buffer } | undefined {
-  const parts = line.toString('latin1').trim().split(' ');
-  if (parts.length !== 3) return undefined;
-  const [label, clientRandom, secretHex] = parts;
-  if (!/^[0-9a-fA-F]{64}$/.test(clientRandom) || !/^(?:[0-9a-fA-F]{2})+$/.test(secretHex)) {
+// The longest secret a key log line carries: a SHA-384 traffic secret is 48 bytes, as is the
+// TLS 1.2 master secret; anything longer is not a line Node writes.
+const kMaxKeylogSecretLength = 64;
+const kClientRandomHexLength = 64;
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
+  return -1;
+}
+
+function isHex(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (hexValue(buf[i]) < 0) return false;
+  return true;
+}
+
+interface KeylogFields {
+  line: Buffer;
+  label: string;
+  clientRandom: string;       // lower-case hex: not secret
+  secretStart: number;
+  secretEnd: number;
+}
+
+// Keylog line: "<LABEL> <64 hex client random> <hex secret>" (NSS key log format). Read from the
+// bytes, so that the secret never becomes a JS string (strings cannot be wiped).
+function splitKeylogLine(line: Buffer | string): KeylogFields | undefined {
+  const buf = typeof line === 'string' ? Buffer.from(line, 'latin1') : line;
+  let start = 0;
+  let end = buf.length;
+  while (end > start && (buf[end - 1] === 0x0a || buf[end - 1] === 0x0d || buf[end - 1] === 0x20)) {
+    end--;
+  }
+  while (start < end && buf[start] === 0x20) start++;
+  const first = buf.indexOf(0x20, start);
+  if (first <= start || first >= end) return undefined;
+  const second = buf.indexOf(0x20, first + 1);
+  if (second < 0 || second >= end || buf.indexOf(0x20, second + 1) >= 0 &&
+      buf.indexOf(0x20, second + 1) < end) {
     return undefined;
   }
-  return { label, clientRandom: clientRandom.toLowerCase(), secret: Buffer.from(secretHex, 'hex') };
+  const secretLength = end - second - 1;
+  if (second - first - 1 !== kClientRandomHexLength || !isHex(buf, first + 1, second) ||
+      secretLength === 0 || secretLength % 2 !== 0 || secretLength > 2 * kMaxKeylogSecretLength ||
+      !isHex(buf, second + 1, end)) {
+    return undefined;
+  }
+  return {
+    line: buf,
+    label: buf.toString('latin1', start, first),
+    clientRandom: buf.toString('latin1', first + 1, second).toLowerCase(),
+    secretStart: second + 1,
+    secretEnd: end,
+  };
+}
+
+// The client random a key log line names (hex), or undefined; the secret is not decoded.
+export function keylogClientRandom(line: Buffer | string): string | undefined {
+  return splitKeylogLine(line)?.clientRandom;
+}
+
+export function parseKeylogLine(line: Buffer | string):
+    { label: string; clientRandom: string; secret: Buffer } | undefined {
+  const fields = splitKeylogLine(line);
+  if (fields === undefined) return undefined;
+  const { line: buf, secretStart, secretEnd } = fields;
+  const secret = Buffer.alloc((secretEnd - secretStart) / 2);
+  for (let i = 0; i < secret.length; i++) {
+    secret[i] = (hexValue(buf[secretStart + 2 * i]) << 4) | hexValue(buf[secretStart + 2 * i + 1]);
+  }
+  return { label: fields.label, clientRandom: fields.clientRandom, secret };
 }
 
 export class RecordTap extends Duplex {
@@ -209,6 +271,7 @@ export class RecordTap extends Duplex {
   #options: RecordTapOptions;
   #version: number | undefined;
   #secrets = new Map<string, Buffer>();
+  #secretsWiped = false;
   #inFramer = new RecordFramer('data received from the peer');
   #outFramer = new RecordFramer('data Node wrote');
   #state: TapState = 'open';
@@ -302,6 +365,9 @@ export class RecordTap extends Duplex {
     tlsSocket.once('secure', () => {
       this.secureEstablished = true;
     });
+    // A TLSSocket destroyed without its tap (a TLSSocket over a JS stream does not always destroy
+    // the stream) must not leave the secrets behind.
+    tlsSocket.once('close', () => this.wipeSecrets());
     const raw = this.raw;
     for (const name of ['remoteAddress', 'remotePort', 'remoteFamily',
                         'localAddress', 'localPort', 'localFamily'] as const) {
@@ -324,15 +390,32 @@ export class RecordTap extends Duplex {
   }
 
   // Takes one NSS key-log line from Node. Lines for another client random (another connection, or
-  // a renegotiation) are ignored. Returns whether the line was kept.
+  // a renegotiation) are ignored, and so is everything once the secrets were wiped. Returns
+  // whether the line was kept.
   addKeylogLine(line: Buffer | string): boolean {
-    const parsed = parseKeylogLine(line);
-    if (parsed === undefined || this.clientHello === undefined) return false;
-    if (parsed.clientRandom !== this.clientHello.random.toString('hex')) return false;
-    if (!this.#secrets.has(parsed.label)) this.#secrets.set(parsed.label, parsed.secret);
+    if (this.#secretsWiped || this.clientHello === undefined) return false;
+    const fields = splitKeylogLine(line);
+    if (fields === undefined || fields.clientRandom !== this.clientHello.random.toString('hex') ||
+        this.#secrets.has(fields.label)) {
+      return false;
+    }
+    const parsed = parseKeylogLine(line)!;
+    this.#secrets.set(parsed.label, parsed.secret);
     this.searchBoundary(this.in);
     this.searchBoundary(this.out);
     return true;
+  }
+
+  // Zeroes every secret the tap holds and forgets them (after capture copied what it needs, or
+  // when the connection is destroyed): they must not outlive their use in the JS heap.
+  wipeSecrets(): void {
+    this.#secretsWiped = true;
+    for (const secret of this.#secrets.values()) secret.fill(0);
+    this.#secrets.clear();
+  }
+
+  get secretsWiped(): boolean {
+    return this.#secretsWiped;
   }
 
   // ---- inbound: raw socket -> Node -------------------------------------------------------------
@@ -501,6 +584,7 @@ export class RecordTap extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.wipeSecrets();
     if (this.#state !== 'captured') this.raw.destroy();
     this.#options.onClose?.(this);
     callback(err);
