@@ -13,6 +13,7 @@
 import type * as tls from 'node:tls';
 
 import { binding } from './binding';
+import { debug } from './debug';
 import { SpliceError } from './errors';
 import {
   WritableImpl, keepWritableAfterEnd, readableEndReached, replaceWritable, socketFd, writableImpl,
@@ -493,6 +494,22 @@ class EndHold {
 }
 
 export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureOptions = {}):
+    Promise<CapturedSession> {
+  try {
+    const session = await capture(tlsSocket, options);
+    debug('capture: %s %s %s, readSeq %s writeSeq %s, plaintext %d bytes, pending ciphertext ' +
+      '%d bytes, peerEnded %s, maxFragmentLength %d', session.isServer ? 'server' : 'client',
+    session.version, session.cipherName, String(session.readSeq), String(session.writeSeq),
+    session.plaintext.length, session.pendingCiphertext.length, session.peerEnded,
+    session.maxFragmentLength);
+    return session;
+  } catch (err) {
+    debug('capture refused: %s (%s)', (err as SpliceError).code, (err as Error).message);
+    throw err;
+  }
+}
+
+async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
     Promise<CapturedSession> {
   const tap = tapOf(tlsSocket);
   if (tap === undefined) {

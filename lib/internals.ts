@@ -26,6 +26,7 @@ interface StreamHandle {
 
 interface ReadableStateFields {
   ended?: boolean;
+  reading?: boolean;
 }
 
 type Callback = (error?: Error | null) => void;
@@ -60,13 +61,20 @@ export function handleKind(socket: net.Socket): HandleKind {
   return name === 'TCP' || name === 'Pipe' ? name : 'other';
 }
 
-// Stops Node reading the socket's fd now. `reading = false` keeps net.Socket's own bookkeeping
-// true, so that a later resume() by the owner starts reading again.
+// Stops Node reading the socket's fd now. Both `reading` flags are cleared (the handle's, and
+// the Readable's, which says a _read() is outstanding): otherwise a later resume() or read() by
+// the owner would wait for that _read() forever instead of starting to read again.
 export function readStop(socket: net.Socket): void {
   const handle = handleOf(socket);
   if (handle === null || typeof handle.readStop !== 'function') return;
   handle.reading = false;
   handle.readStop();
+  const state = readableState(socket);
+  if (state !== undefined) state.reading = false;
+}
+
+function readableState(stream: Readable | net.Socket): ReadableStateFields | undefined {
+  return (stream as unknown as { _readableState?: ReadableStateFields })._readableState;
 }
 
 // Makes a socket that is about to be destroyed never read again: read() calls _read(), which
@@ -78,8 +86,7 @@ export function disableReading(socket: net.Socket): void {
 // True once the readable side has seen its end (EOF pushed), even if 'end' was not emitted yet
 // because buffered data is unread (`readableEnded` is only true after 'end').
 export function readableEndReached(stream: Readable): boolean {
-  return (stream as unknown as { _readableState?: ReadableStateFields })._readableState?.ended ===
-    true;
+  return readableState(stream)?.ended === true;
 }
 
 // Node ends a Duplex's writable side on its own after 'end' when allowHalfOpen is false
@@ -121,9 +128,10 @@ function unsupported(what: string): SpliceError {
 // ERR_TLS_SPLICE_UNSUPPORTED_NODE naming the first one that moved.
 export function selfCheck(): void {
   const socket = new net.Socket();
-  const state = (socket as unknown as { _readableState?: ReadableStateFields })._readableState;
-  if (state === undefined || typeof state.ended !== 'boolean') {
-    throw unsupported('a net.Socket has no _readableState.ended');
+  const state = readableState(socket);
+  if (state === undefined || typeof state.ended !== 'boolean' ||
+      typeof state.reading !== 'boolean') {
+    throw unsupported('a net.Socket has no _readableState.ended or .reading');
   }
   if (!('_handle' in socket) || handleOf(socket) !== null) {
     throw unsupported('an unconnected net.Socket has no null _handle');

@@ -11,6 +11,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 
+import { debug } from './debug';
 import { SpliceError } from './errors';
 import { tlsConnectionListener } from './internals';
 import { RecordTap, keylogClientRandom, tapOf } from './tap';
@@ -80,10 +81,18 @@ export class SpliceServer extends tls.Server {
     const entry = this.#pending.get(random);
     if (entry !== undefined) {
       entry.taps.add(tap);
+      if (!entry.ambiguous) {
+        debug('server: a second connection sent a pending ClientHello random; neither is ' +
+          'spliceable natively');
+      }
       entry.ambiguous = true;
       return;
     }
-    if (this.#pending.size >= kMaxPendingHellos) return;
+    if (this.#pending.size >= kMaxPendingHellos) {
+      debug('server: %d ClientHellos pending; this connection is not spliceable natively',
+        this.#pending.size);
+      return;
+    }
     this.#pending.set(random, { taps: new Set([tap]), ambiguous: false });
   }
 
