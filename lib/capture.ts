@@ -114,6 +114,8 @@ function established(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld: boolean)
 
 // The checks that need no waiting; run before and again after the quiet point.
 function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld = false): void {
+  // The trial decryption the tap deferred (it tells whether Node processed a KeyUpdate).
+  tap.examine();
   if (!established(tlsSocket, tap, endHeld)) {
     throw refuse('ERR_TLS_SPLICE_NOT_ESTABLISHED',
       'The TLS handshake has not completed, or our side of the socket has ended (end() was ' +
@@ -275,7 +277,6 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
     }
     return { seq, last: opened };
   }
-  tap.searchBoundary(dir);
   if (dir.boundaryLost) {
     throw selfCheckFailed(`the ${name} handshake was too long to follow`);
   }

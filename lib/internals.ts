@@ -111,6 +111,27 @@ export function replaceWritable(stream: net.Socket, impl: Partial<WritableImpl>)
   }
 }
 
+// Makes `socket` report `source`'s addresses: net.Socket's remoteAddress/remotePort/remoteFamily,
+// localAddress/localPort/localFamily and address() all read `_getpeername()` / `_getsockname()`
+// (a TLSSocket over a JS stream has no kernel socket of its own). Two own methods, rather than
+// six property definitions that would turn every TLSSocket into a slow object.
+export function forwardAddresses(socket: net.Socket, source: net.Socket): void {
+  const s = socket as unknown as Record<string, unknown>;
+  const from = source as unknown as { _getpeername: () => object; _getsockname: () => object };
+  s._getpeername = () => from._getpeername();
+  s._getsockname = () => from._getsockname();
+}
+
+// As forwardAddresses(), with `source`'s addresses as they are now: for a source about to be
+// destroyed (net.Socket forgets its local address then).
+export function freezeAddresses(socket: net.Socket, source: net.Socket): void {
+  const from = source as unknown as { _getpeername: () => object; _getsockname: () => object };
+  const peer = { ...from._getpeername() };
+  const local = { ...from._getsockname() };
+  forwardAddresses(socket, { _getpeername: () => peer, _getsockname: () => local } as
+    unknown as net.Socket);
+}
+
 // tls.Server's own connection listener on a freshly constructed server, or undefined.
 export function tlsConnectionListener(server: tls.Server):
     ((this: tls.Server, socket: net.Socket) => void) | undefined {
@@ -144,6 +165,19 @@ export function selfCheck(): void {
   if (typeof (socket as unknown as { _read?: unknown })._read !== 'function') {
     throw unsupported('net.Socket has no _read');
   }
+  const names = socket as unknown as { _getpeername?: unknown; _getsockname?: unknown };
+  if (typeof names._getpeername !== 'function' || typeof names._getsockname !== 'function') {
+    throw unsupported('net.Socket has no _getpeername/_getsockname');
+  }
+  // The address getters must read them (checked on an unconnected socket, which has no handle).
+  let asked = 0;
+  const probe = new net.Socket();
+  forwardAddresses(probe, { _getpeername: () => { asked++; return { address: 'x' }; },
+    _getsockname: () => { asked++; return { port: 1 }; } } as unknown as net.Socket);
+  if (probe.remoteAddress !== 'x' || probe.localPort !== 1 || asked !== 2) {
+    throw unsupported('net.Socket addresses do not come from _getpeername/_getsockname');
+  }
+  probe.destroy();
   if (socket.allowHalfOpen !== false) {
     throw unsupported('a net.Socket does not default to allowHalfOpen: false');
   }

@@ -10,14 +10,17 @@ import tls from 'node:tls';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { captureSession, releaseSpentSocket } from '../dist/index.js';
 import * as internals from '../dist/internals.js';
-import { FIXTURES } from './helpers/peers.mjs';
-import { onceEvent, read } from './helpers/scenarios.mjs';
+import { closeSession } from './helpers/captured.mjs';
+import { FIXTURES, stopAll } from './helpers/peers.mjs';
+import { onceEvent, openClient, openServer, read, withTimeout } from './helpers/scenarios.mjs';
 import { socketPair } from './helpers/splice-env.mjs';
 
 const dist = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'index.js');
 const servers = [];
 after(() => { for (const s of servers) s.close(); });
+after(stopAll);
 
 function loadWith(prelude) {
   const script = `${prelude}
@@ -119,4 +122,34 @@ describe('accessors', () => {
     assert.equal(internals.readableEndReached(stream), true);
     assert.equal(stream.readableEnded, false);
   });
+});
+
+describe('a tapped TLSSocket reports the TCP socket\'s addresses', () => {
+  for (const role of ['client', 'server']) {
+    test(`we are the ${role}: before and after capture (the TCP socket is gone then)`, { timeout: 20000 }, async () => {
+      const opened = role === 'client' ? await openClient('node') : await openServer('node');
+      let session;
+      try {
+        const read = (sock) => ({
+          remoteAddress: sock.remoteAddress, remotePort: sock.remotePort, remoteFamily: sock.remoteFamily,
+          localAddress: sock.localAddress, localPort: sock.localPort, localFamily: sock.localFamily,
+          address: sock.address(),
+        });
+        const before = read(opened.sock);
+        assert.equal(before.remoteAddress, '127.0.0.1');
+        assert.equal(before.localAddress, '127.0.0.1');
+        assert.ok(before.remotePort > 0 && before.localPort > 0);
+        assert.deepEqual(before.address, { address: '127.0.0.1', family: 'IPv4', port: before.localPort });
+        session = await withTimeout(captureSession(opened.sock), 10000, 'captureSession');
+        assert.deepEqual(read(opened.sock), before);
+      } finally {
+        if (session) {
+          closeSession(session);
+          releaseSpentSocket(opened.sock);
+        }
+        opened.server?.close();
+        await opened.peer.stop();
+      }
+    });
+  }
 });
