@@ -13,7 +13,11 @@
 import type * as tls from 'node:tls';
 
 import { binding } from './binding';
+import { debug } from './debug';
 import { SpliceError } from './errors';
+import {
+  WritableImpl, keepWritableAfterEnd, readableEndReached, replaceWritable, socketFd, writableImpl,
+} from './internals';
 import {
   HandshakeReassembler,
   HandshakeType,
@@ -52,9 +56,9 @@ export interface CapturedSession {
   plaintext: Buffer;              // cleartext Node decrypted that the user has not read
   pendingCiphertext: Buffer;      // bytes from TCP Node never got: the native side's first input
   // How far Node got with the end of the peer's side before capture: 'none'; 'close_notify'
-  // (OpenSSL read it: `plaintext` is all the peer will send, later records are to be ignored);
-  // or 'eof' (Node read the TCP FIN and its readable side ended, with or without a close_notify
-  // before it). The native side reads the FIN again from the kernel in the first case only.
+  // (OpenSSL read it, with or without the TCP FIN after it: `plaintext` is all the peer will
+  // send, later records are to be ignored; the FIN is read again from the kernel); or 'eof' (Node
+  // read the TCP FIN with no close_notify before it: a truncation).
   peerEnded: 'none' | 'close_notify' | 'eof';
   fd: number;                     // our dup() of the TCP socket (non-blocking)
   tlsSocket: tls.TLSSocket;       // now spent
@@ -105,21 +109,26 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function established(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
+// A peer that already closed its side (close_notify, FIN) leaves a half-closed session that can
+// still be spliced, whether or not Node emitted 'end' yet, as long as our side is intact: not
+// ended, or ended while capture held the end back (`endHeld`: nothing reached the wire).
+function established(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld: boolean): boolean {
   const done = tap.secureEstablished ||
     (tlsSocket.getFinished() !== undefined && tlsSocket.getPeerFinished() !== undefined);
-  // A peer that already closed its side (close_notify, FIN) leaves a half-closed session that can
-  // still be spliced, as long as Node has not acted on it ('end' emitted, our side ended).
-  return done && !tlsSocket.destroyed && !tap.destroyed && !tap.raw.destroyed &&
-    tlsSocket.writable && !tlsSocket.writableEnded && !tlsSocket.readableEnded;
+  const ourSideOpen = endHeld || (tlsSocket.writable && !tlsSocket.writableEnded);
+  return done && !tlsSocket.destroyed && !tap.destroyed && !tap.raw.destroyed && ourSideOpen;
 }
 
 // The checks that need no waiting; run before and again after the quiet point.
-function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
-  if (!established(tlsSocket, tap)) {
+function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld = false): void {
+  // The trial decryption the tap deferred (it tells whether Node processed a KeyUpdate).
+  tap.examine();
+  if (!established(tlsSocket, tap, endHeld)) {
     throw refuse('ERR_TLS_SPLICE_NOT_ESTABLISHED',
-      'The TLS handshake has not completed, or the socket has ended or been destroyed: splice ' +
-      "after 'secureConnect' (client) or 'secureConnection' (server), before ending the socket");
+      'The TLS handshake has not completed, or our side of the socket has ended (end() was ' +
+      "called, or Node ended it after 'end' because allowHalfOpen is false) or it was " +
+      "destroyed: splice after 'secureConnect' (client) or 'secureConnection' (server), before " +
+      "ending the socket; to splice after the peer's end, set allowHalfOpen: true");
   }
   const hello = tap.serverHello;
   const version = tap.version;
@@ -179,7 +188,7 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap): void {
       'setEncoding() was called on this TLSSocket, so capture could not hand over undecoded ' +
       "bytes exactly; read Buffers before splicing, or use engine: 'js'");
   }
-  if (tap.rawFd() < 0) {
+  if (socketFd(tap.raw) < 0) {
     throw refuse('ERR_TLS_SPLICE_NO_FD',
       'The socket under this TLS session has no file descriptor (it is not a TCP or IPC ' +
       "net.Socket); use engine: 'js'");
@@ -245,22 +254,36 @@ function selfCheckFailed(what: string): SpliceError {
     "use engine: 'js'");
 }
 
+interface DirectionSequence {
+  seq: bigint;
+  // The last record Node consumed under the application keys, opened (null if none).
+  last: { type: number; plaintext: Buffer } | null;
+}
+
+// RFC 8446 6 / RFC 5246 7.2: an alert record of two bytes, level and description.
+const kAlertCloseNotify = 0;
+
+function isCloseNotify(record: DirectionSequence['last']): boolean {
+  return record !== null && record.type === ContentType.alert && record.plaintext.length === 2 &&
+    record.plaintext[1] === kAlertCloseNotify;
+}
+
 // Computes the next sequence number of one direction and proves it: the last record Node consumed
 // must open at seq - 1 under the logged keys (RFC 8446 5.3 / RFC 5246 6.2.3.3 nonces depend on it).
 function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite: number,
-                    keys: DirectionKeys, name: string): bigint {
+                    keys: DirectionKeys, name: string): DirectionSequence {
   const last = dir.lastConsumed;
   if (version === kTls12) {
     const seq = BigInt(dir.consumedProtected);
     if (seq === 0n || last === undefined) {
       throw selfCheckFailed(`no protected ${name} record was seen (the Finished is missing)`);
     }
-    if (openAt(version, suite, keys, seq - 1n, last.data) === null) {
+    const opened = openAt(version, suite, keys, seq - 1n, last.data);
+    if (opened === null) {
       throw selfCheckFailed(`the last ${name} record does not open at sequence ${seq - 1n}`);
     }
-    return seq;
+    return { seq, last: opened };
   }
-  tap.searchBoundary(dir);
   if (dir.boundaryLost) {
     throw selfCheckFailed(`the ${name} handshake was too long to follow`);
   }
@@ -278,7 +301,7 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
   if (seq < 0n) {
     throw selfCheckFailed(`Node has not consumed the whole ${name} handshake`);
   }
-  if (last === undefined) return seq;
+  if (last === undefined) return { seq, last: null };
   if (seq > 0n) {
     const opened = openAt(version, suite, keys, seq - 1n, last.data);
     if (opened === null) {
@@ -291,6 +314,7 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
         `The last ${name} record Node processed was a TLS 1.3 KeyUpdate and OpenSSL does not log ` +
         "the updated secret: splice before any KeyUpdate, or use engine: 'js'");
     }
+    return { seq, last: opened };
   } else {
     // Only handshake records so far: the last must open under the handshake secret.
     const hsSecret = tap.handshakeSecret(dir);
@@ -300,7 +324,7 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
         'handshake secret');
     }
   }
-  return seq;
+  return { seq, last: null };
 }
 
 const kTls12GcmExplicitNonceLength = 8;
@@ -347,9 +371,12 @@ function maxFragmentLengthOf(tap: RecordTap, version: number, suite: number): nu
   throw selfCheckFailed('EncryptedExtensions was not found in the first server records');
 }
 
-// Everything except the fd and the buffers; throws a refusal without side effects.
+type DerivedSession = Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'>;
+
+// Everything except the fd and the buffers, and whether the last record Node read from the peer
+// was its close_notify; throws a refusal without side effects.
 function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
-    Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'> {
+    { session: DerivedSession; closeNotifyRead: boolean } {
   const hello = tap.serverHello!;
   const version = tap.version as 0x0303 | 0x0304;
   const suite = hello.cipherSuite;
@@ -370,11 +397,12 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     readKeys = tap.isServer ? clientKeys : serverKeys;
     writeKeys = tap.isServer ? serverKeys : clientKeys;
   }
-  const readSeq = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
-  const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent');
+  const read = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+  const readSeq = read.seq;
+  const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent').seq;
   const writeExplicitNonce = explicitNonceAfter(writeDir, version, suite);
   const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
-  const session: Omit<CapturedSession, 'plaintext' | 'pendingCiphertext' | 'peerEnded' | 'fd'> = {
+  const session: DerivedSession = {
     version: version === kTls13 ? 'TLSv1.3' : 'TLSv1.2',
     versionId: version,
     cipherSuite: suite,
@@ -397,7 +425,7 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     session.writeKey = writeKeys.key;
     session.writeIv = writeKeys.iv;
   }
-  return session;
+  return { session, closeNotifyRead: isCloseNotify(read.last) };
 }
 
 // Takes every byte of cleartext Node decrypted that the user has not read. 'data' listeners are
@@ -416,17 +444,96 @@ function drainPlaintext(tlsSocket: tls.TLSSocket): Buffer {
   return Buffer.concat(parts);
 }
 
-// From now on writes fail through the stream's own error path and nothing reaches OpenSSL.
+type Callback = (error?: Error | null) => void;
+
+// Once per spent socket, a write is reported as a process warning: a write's callback gets
+// ERR_TLS_SPLICE_SPENT, but a write without one would otherwise vanish unnoticed.
+function warnSpent(tlsSocket: tls.TLSSocket): void {
+  if (spentWarned.has(tlsSocket)) return;
+  spentWarned.add(tlsSocket);
+  const err = spentError();
+  process.emitWarning(`A write to a spent TLSSocket was dropped: ${err.message}`,
+    { code: err.code });
+}
+
+const spentWarned = new WeakSet<tls.TLSSocket>();
+
+// From now on nothing reaches OpenSSL, and nothing about being spent is an 'error' event (no one
+// may be listening: Node itself ends the socket after a drained peer end when allowHalfOpen is
+// false, and an 'error' nobody listens to kills the process). write() hands ERR_TLS_SPLICE_SPENT
+// to its callback and emits a warning; end() is accepted, but our side's end belongs to the
+// splice, so _final never completes: no 'finish', no automatic destroy while the splice runs
+// (releaseSpentSocket() destroys the socket when it ends).
 function makeSpent(tlsSocket: tls.TLSSocket): void {
-  const socket = tlsSocket as unknown as Record<string, unknown>;
-  socket._write = (_chunk: unknown, _encoding: unknown, callback: (err: Error) => void) =>
-    callback(spentError());
-  socket._writev = (_chunks: unknown, callback: (err: Error) => void) => callback(spentError());
-  socket._final = (callback: (err: Error) => void) => callback(spentError());
+  const dropped = (callback?: Callback) => {
+    warnSpent(tlsSocket);
+    if (typeof callback === 'function') process.nextTick(callback, spentError());
+    return false;
+  };
+  (tlsSocket as unknown as { write: unknown }).write =
+    (_chunk: unknown, encoding?: unknown, callback?: Callback) =>
+      dropped(typeof encoding === 'function' ? encoding as Callback : callback);
+  replaceWritable(tlsSocket, {
+    // Reached only through end(chunk): the chunk is dropped, end() itself is accepted.
+    _write: (_chunk: unknown, _encoding: BufferEncoding, _callback: Callback) => {
+      dropped();
+    },
+    _writev: (_chunks: unknown[], _callback: Callback) => {
+      dropped();
+    },
+    _final: (_callback: Callback) => {},
+  });
+  // Nor does Node end it (or swap write() for writeAfterFIN) at a later 'end'.
+  keepWritableAfterEnd(tlsSocket);
   spentSockets.add(tlsSocket);
 }
 
+// While capture runs, an end() of our side (the user's, or Node's own after 'end' when
+// allowHalfOpen is false) must not send close_notify under Node's sequence numbers: its _final is
+// held back. If capture is refused, the end goes ahead as Node would have done it.
+class EndHold {
+  #socket: tls.TLSSocket;
+  #original: WritableImpl['_final'];
+  #held: Callback | undefined;
+
+  constructor(socket: tls.TLSSocket) {
+    this.#socket = socket;
+    this.#original = writableImpl(socket)._final;
+    replaceWritable(socket, { _final: (callback: Callback) => { this.#held = callback; } });
+  }
+
+  get held(): boolean {
+    return this.#held !== undefined;
+  }
+
+  release(): void {
+    replaceWritable(this.#socket, { _final: this.#original });
+    const callback = this.#held;
+    this.#held = undefined;
+    if (callback !== undefined) {
+      if (this.#original !== undefined) this.#original.call(this.#socket, callback);
+      else callback();
+    }
+  }
+}
+
 export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureOptions = {}):
+    Promise<CapturedSession> {
+  try {
+    const session = await capture(tlsSocket, options);
+    debug('capture: %s %s %s, readSeq %s writeSeq %s, plaintext %d bytes, pending ciphertext ' +
+      '%d bytes, peerEnded %s, maxFragmentLength %d', session.isServer ? 'server' : 'client',
+    session.version, session.cipherName, String(session.readSeq), String(session.writeSeq),
+    session.plaintext.length, session.pendingCiphertext.length, session.peerEnded,
+    session.maxFragmentLength);
+    return session;
+  } catch (err) {
+    debug('capture refused: %s (%s)', (err as SpliceError).code, (err as Error).message);
+    throw err;
+  }
+}
+
+async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
     Promise<CapturedSession> {
   const tap = tapOf(tlsSocket);
   if (tap === undefined) {
@@ -447,25 +554,30 @@ export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureO
   // From the call on, Node gets no more records and the user no more 'data'; both are undone if
   // capture is refused.
   tap.hold();
+  const endHold = new EndHold(tlsSocket);
   const wasFlowing = tlsSocket.readableFlowing === true;
   if (wasFlowing) tlsSocket.pause();
   let fd = -1;
   try {
     await waitForQuiet(tlsSocket, tap, timeout);
-    checkCapturable(tlsSocket, tap);
-    const session = deriveSession(tlsSocket, tap);
-    fd = binding.dupFd(tap.rawFd());
-    // Irreversible from here on, and synchronous: nothing can run in between.
+    checkCapturable(tlsSocket, tap, endHold.held);
+    const { session, closeNotifyRead } = deriveSession(tlsSocket, tap);
+    fd = binding.dupFd(socketFd(tap.raw));
+    // Irreversible from here on, and synchronous: nothing can run in between. Draining may end
+    // the readable side ('end' follows on a later tick; Node's end() then reaches the spent
+    // _final).
     const plaintext = drainPlaintext(tlsSocket);
-    const readableEnded = (tlsSocket as unknown as { _readableState?: { ended?: boolean } })
-      ._readableState?.ended === true;
-    const peerEnded = !readableEnded ? 'none' : tap.eofDelivered ? 'eof' : 'close_notify';
+    const peerEnded = !readableEndReached(tlsSocket) ? 'none' :
+      closeNotifyRead || !tap.eofDelivered ? 'close_notify' : 'eof';
     const pendingCiphertext = tap.detach();
+    // The session holds copies of what the native side needs; the splice wipes those.
+    tap.wipeSecrets();
     makeSpent(tlsSocket);
     return { ...session, plaintext, pendingCiphertext, peerEnded, fd };
   } catch (err) {
     if (fd >= 0) binding.closeFd(fd);
     tap.releaseHold();
+    endHold.release();
     if (wasFlowing && !tlsSocket.destroyed) tlsSocket.resume();
     throw err;
   }

@@ -11,22 +11,42 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 
+import { debug } from './debug';
 import { SpliceError } from './errors';
-import { RecordTap, parseKeylogLine, tapOf } from './tap';
+import { tlsConnectionListener } from './internals';
+import { RecordTap, keylogClientRandom, tapOf } from './tap';
 
 type ConnectionListener = (this: tls.Server, socket: net.Socket) => void;
 
+// Connections whose ClientHello was read but whose TLSSocket has not logged a secret yet, at
+// most. Each entry belongs to a live connection (it goes when the connection closes or links), so
+// this only bounds a flood of concurrent half-done handshakes; past it a new connection still
+// works but cannot be spliced natively (capture refuses with ERR_TLS_SPLICE_NOT_TAPPED).
+const kMaxPendingHellos = 16 * 1024;
+
+// The live taps that read one ClientHello random. `ambiguous` once a second connection sent the
+// same random (a replayed hello): none of them is ever linked, since a keylog line names only the
+// random, and the entry goes when the last of them closes.
+interface PendingHello {
+  taps: Set<RecordTap>;
+  ambiguous: boolean;
+}
+
+const pendingCounts = new WeakMap<SpliceServer, () => number>();
+
+// For tests: how many client randoms the server's table of pending hellos holds.
+export function pendingHelloCount(server: SpliceServer): number {
+  return pendingCounts.get(server)?.() ?? 0;
+}
+
 export class SpliceServer extends tls.Server {
-  // Taps whose ClientHello was read but which are not yet linked to a TLSSocket, by client random.
-  // null marks a random sent by more than one connection: neither is linked (a replayed hello).
-  #pending = new Map<string, RecordTap | null>();
+  #pending = new Map<string, PendingHello>();
 
   constructor(options?: tls.TlsOptions | ((socket: tls.TLSSocket) => void),
               listener?: (socket: tls.TLSSocket) => void) {
     super(options as tls.TlsOptions, listener);
     // tls.Server registers its connection handler with net.Server(options, tlsConnectionListener).
-    const original = this.listeners('connection')
-      .find((fn) => fn.name === 'tlsConnectionListener') as ConnectionListener | undefined;
+    const original = tlsConnectionListener(this) as ConnectionListener | undefined;
     if (original === undefined) {
       throw new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
         `tls-splice cannot find tls.Server's connection listener in Node ${process.version}; ` +
@@ -53,27 +73,47 @@ export class SpliceServer extends tls.Server {
     // Node enables keylog on each server TLSSocket only if the server has a listener when the
     // connection arrives, so this one is always there.
     this.on('keylog', (line: Buffer, tlsSocket: tls.TLSSocket) => this.#onKeylog(line, tlsSocket));
+    pendingCounts.set(this, () => this.#pending.size);
   }
 
   #register(tap: RecordTap): void {
     const random = tap.clientHello!.random.toString('hex');
-    this.#pending.set(random, this.#pending.has(random) ? null : tap);
+    const entry = this.#pending.get(random);
+    if (entry !== undefined) {
+      entry.taps.add(tap);
+      if (!entry.ambiguous) {
+        debug('server: a second connection sent a pending ClientHello random; neither is ' +
+          'spliceable natively');
+      }
+      entry.ambiguous = true;
+      return;
+    }
+    if (this.#pending.size >= kMaxPendingHellos) {
+      debug('server: %d ClientHellos pending; this connection is not spliceable natively',
+        this.#pending.size);
+      return;
+    }
+    this.#pending.set(random, { taps: new Set([tap]), ambiguous: false });
   }
 
+  // On close (or capture) of the tap's connection.
   #unregister(tap: RecordTap): void {
     if (tap.clientHello === undefined) return;
     const random = tap.clientHello.random.toString('hex');
-    if (this.#pending.get(random) === tap) this.#pending.delete(random);
+    const entry = this.#pending.get(random);
+    if (entry === undefined || !entry.taps.delete(tap)) return;
+    if (entry.taps.size === 0) this.#pending.delete(random);
   }
 
   #onKeylog(line: Buffer, tlsSocket: tls.TLSSocket): void {
     let tap = tapOf(tlsSocket);
     if (tap === undefined) {
-      const parsed = parseKeylogLine(line);
-      if (parsed === undefined) return;
-      const candidate = this.#pending.get(parsed.clientRandom);
-      if (!candidate) return;
-      this.#pending.delete(parsed.clientRandom);
+      const random = keylogClientRandom(line);
+      if (random === undefined) return;
+      const entry = this.#pending.get(random);
+      if (entry === undefined || entry.ambiguous) return;
+      const [candidate] = entry.taps;
+      this.#pending.delete(random);
       candidate.attachTLSSocket(tlsSocket);
       tap = candidate;
     }

@@ -23,6 +23,9 @@ import type * as tls from 'node:tls';
 import { binding } from './binding';
 import { SpliceError } from './errors';
 import {
+  disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, readStop, socketFd,
+} from './internals';
+import {
   ClientHelloInfo,
   HandshakeReassembler,
   HandshakeType,
@@ -60,12 +63,30 @@ const kDeliverBatchBytes = 64 * 1024;
 const kMaxRetainedRecords = 64;
 const kMaxRetainedBytes = 1024 * 1024;
 
-// TLS 1.3: how many of the first protected server records are kept to read EncryptedExtensions.
+// TLS 1.3: trial decryption is deferred to capture, so that connections never spliced do not pay
+// for it; past these many retained records (or bytes) the boundary is searched at once, so that a
+// long session before capture keeps only a bounded backlog.
+const kLazyRetainedRecords = 16;
+const kLazyRetainedBytes = 64 * 1024;
+
+// TLS 1.3: short post-handshake records waiting to be probed for a KeyUpdate; probed at capture,
+// or all at once when this many are waiting.
+const kMaxProbeBacklog = 16;
+
+// TLS 1.3: how many of the first protected server records are kept to read EncryptedExtensions
+// (only when the client offered max_fragment_length: otherwise nothing there matters).
 const kMaxEncryptedExtensionsRecords = 4;
 
 // TLS 1.3: post-handshake records at most this long are trial-opened to spot a KeyUpdate (22 bytes
 // of ciphertext unpadded). Bulk data records are larger and are never decrypted in JS.
 const kKeyUpdateProbeMaxBody = 255;
+
+// A record kept for trial decryption later: a copy of its bytes (a view would pin the whole
+// chunk it arrived in), and the record itself, which gets the result.
+interface DeferredRecord {
+  record: TappedRecord;
+  data: Buffer;
+}
 
 export interface TappedRecord {
   data: Buffer;             // the whole record, header included
@@ -78,9 +99,12 @@ export interface TappedRecord {
 }
 
 // Incremental record framing: returns whole records, holds a partial tail, and throws
-// ERR_TLS_SPLICE_BAD_RECORD on a header that cannot start a TLS record.
+// ERR_TLS_SPLICE_BAD_RECORD on a header that cannot start a TLS record. Records are views of the
+// chunks they arrived in; only a record split across chunks is copied (once, itself alone).
 export class RecordFramer {
-  #held: Buffer = Buffer.alloc(0);
+  // Bytes not yet returned, oldest first: views of the chunks pushed.
+  #held: Buffer[] = [];
+  #length = 0;
   readonly #what: string;
 
   constructor(what: string) {
@@ -88,44 +112,79 @@ export class RecordFramer {
   }
 
   get partialLength(): number {
-    return this.#held.length;
+    return this.#length;
   }
 
   takePartial(): Buffer {
-    const out = this.#held;
-    this.#held = Buffer.alloc(0);
+    const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#length);
+    this.#held = [];
+    this.#length = 0;
     return out;
   }
 
   push(chunk: Buffer): Buffer[] {
-    const buf = this.#held.length === 0 ? chunk : Buffer.concat([this.#held, chunk]);
     const out: Buffer[] = [];
-    let pos = 0;
-    while (buf.length - pos >= kRecordHeaderLength) {
-      const type = buf[pos];
-      const major = buf[pos + 1];
-      const length = buf.readUInt16BE(pos + 3);
+    if (chunk.length === 0) return out;
+    this.#held.push(chunk);
+    this.#length += chunk.length;
+    while (this.#length >= kRecordHeaderLength) {
+      const head = this.#held[0];
+      const header = head.length >= kRecordHeaderLength ? head : this.#peek(kRecordHeaderLength);
+      const type = header[0];
+      const major = header[1];
+      const length = header.readUInt16BE(3);
       if (type < ContentType.changeCipherSpec || type > ContentType.applicationData) {
         throw this.#bad(`content type ${type}`);
       }
       // RFC 8446 5.1 / RFC 5246 6.2.1: legacy_record_version is 0x03xx in every TLS record.
       if (major !== 3) {
-        throw this.#bad(`record version 0x${buf.readUInt16BE(pos + 1).toString(16).padStart(4, '0')}`);
+        throw this.#bad(`record version 0x${header.readUInt16BE(1).toString(16).padStart(4, '0')}`);
       }
       if (length > kMaxRecordBodyLength) {
         throw this.#bad(`record length ${length} (the limit is ${kMaxRecordBodyLength})`);
       }
-      const end = pos + kRecordHeaderLength + length;
-      if (end > buf.length) break;
-      out.push(buf.subarray(pos, end));
-      pos = end;
+      const size = kRecordHeaderLength + length;
+      if (size > this.#length) break;
+      out.push(this.#take(size));
     }
-    this.#held = pos === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(pos));
+    return out;
+  }
+
+  // The first n held bytes, copied (n is small: a header split across chunks).
+  #peek(n: number): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    for (let i = 0; filled < n; i++) {
+      filled += this.#held[i].copy(out, filled, 0, Math.min(this.#held[i].length, n - filled));
+    }
+    return out;
+  }
+
+  // Removes and returns the first n held bytes: a view when one chunk holds them all.
+  #take(n: number): Buffer {
+    this.#length -= n;
+    const head = this.#held[0];
+    if (head.length >= n) {
+      if (head.length === n) this.#held.shift();
+      else this.#held[0] = head.subarray(n);
+      return head.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    while (filled < n) {
+      const first = this.#held[0];
+      const used = Math.min(first.length, n - filled);
+      first.copy(out, filled, 0, used);
+      filled += used;
+      if (used === first.length) this.#held.shift();
+      else this.#held[0] = first.subarray(used);
+    }
     return out;
   }
 
   #bad(what: string): SpliceError {
-    this.#held = Buffer.alloc(0);
+    this.#held = [];
+    this.#length = 0;
     return new SpliceError('ERR_TLS_SPLICE_BAD_RECORD',
       `The ${this.#what} is not a TLS record stream: ${what}`);
   }
@@ -139,9 +198,10 @@ export class DirectionState {
   changeCipherSpecSeen = false;       // TLS 1.2
   protectedHandshakeRecords = 0;      // TLS 1.2: the first is Finished
   reassembler: HandshakeReassembler | null = new HandshakeReassembler();
-  retained: TappedRecord[] = [];      // TLS 1.3, until the boundary is known
+  retained: DeferredRecord[] = [];    // TLS 1.3, until the boundary is known
   retainedBytes = 0;
   trialNext = 0;
+  probeBacklog: DeferredRecord[] = [];  // TLS 1.3: short records after the boundary, not probed
   boundary: number | undefined;       // TLS 1.3: protected index of the first application record
   boundaryLost = false;
   firstProtected: Buffer[] = [];      // TLS 1.3 server direction: holds EncryptedExtensions
@@ -180,16 +240,78 @@ export function spentError(): SpliceError {
 
 function noop(): void {}
 
-// Keylog line: "<LABEL> <64 hex client random> <hex secret>" (NSS key log format).
-export function parseKeylogLine(line: Buffer | string):
-    { label: string; clientRandom: string; secret: Buffer } | undefined {
-  const parts = line.toString('latin1').trim().split(' ');
-  if (parts.length !== 3) return undefined;
-  const [label, clientRandom, secretHex] = parts;
-  if (!/^[0-9a-fA-F]{64}$/.test(clientRandom) || !/^(?:[0-9a-fA-F]{2})+$/.test(secretHex)) {
+// The longest secret a key log line carries: a SHA-384 traffic secret is 48 bytes, as is the
+// TLS 1.2 master secret; anything longer is not a line Node writes.
+const kMaxKeylogSecretLength = 64;
+const kClientRandomHexLength = 64;
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x61 + 10;
+  if (c >= 0x41 && c <= 0x46) return c - 0x41 + 10;
+  return -1;
+}
+
+function isHex(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (hexValue(buf[i]) < 0) return false;
+  return true;
+}
+
+interface KeylogFields {
+  line: Buffer;
+  label: string;
+  clientRandom: string;       // lower-case hex: not secret
+  secretStart: number;
+  secretEnd: number;
+}
+
+// Keylog line: "<LABEL> <64 hex client random> <hex secret>" (NSS key log format). Read from the
+// bytes, so that the secret never becomes a JS string (strings cannot be wiped).
+function splitKeylogLine(line: Buffer | string): KeylogFields | undefined {
+  const buf = typeof line === 'string' ? Buffer.from(line, 'latin1') : line;
+  let start = 0;
+  let end = buf.length;
+  while (end > start && (buf[end - 1] === 0x0a || buf[end - 1] === 0x0d || buf[end - 1] === 0x20)) {
+    end--;
+  }
+  while (start < end && buf[start] === 0x20) start++;
+  const first = buf.indexOf(0x20, start);
+  if (first <= start || first >= end) return undefined;
+  const second = buf.indexOf(0x20, first + 1);
+  if (second < 0 || second >= end || buf.indexOf(0x20, second + 1) >= 0 &&
+      buf.indexOf(0x20, second + 1) < end) {
     return undefined;
   }
-  return { label, clientRandom: clientRandom.toLowerCase(), secret: Buffer.from(secretHex, 'hex') };
+  const secretLength = end - second - 1;
+  if (second - first - 1 !== kClientRandomHexLength || !isHex(buf, first + 1, second) ||
+      secretLength === 0 || secretLength % 2 !== 0 || secretLength > 2 * kMaxKeylogSecretLength ||
+      !isHex(buf, second + 1, end)) {
+    return undefined;
+  }
+  return {
+    line: buf,
+    label: buf.toString('latin1', start, first),
+    clientRandom: buf.toString('latin1', first + 1, second).toLowerCase(),
+    secretStart: second + 1,
+    secretEnd: end,
+  };
+}
+
+// The client random a key log line names (hex), or undefined; the secret is not decoded.
+export function keylogClientRandom(line: Buffer | string): string | undefined {
+  return splitKeylogLine(line)?.clientRandom;
+}
+
+export function parseKeylogLine(line: Buffer | string):
+    { label: string; clientRandom: string; secret: Buffer } | undefined {
+  const fields = splitKeylogLine(line);
+  if (fields === undefined) return undefined;
+  const { line: buf, secretStart, secretEnd } = fields;
+  const secret = Buffer.alloc((secretEnd - secretStart) / 2);
+  for (let i = 0; i < secret.length; i++) {
+    secret[i] = (hexValue(buf[secretStart + 2 * i]) << 4) | hexValue(buf[secretStart + 2 * i + 1]);
+  }
+  return { label: fields.label, clientRandom: fields.clientRandom, secret };
 }
 
 export class RecordTap extends Duplex {
@@ -208,6 +330,7 @@ export class RecordTap extends Duplex {
   #options: RecordTapOptions;
   #version: number | undefined;
   #secrets = new Map<string, Buffer>();
+  #secretsWiped = false;
   #inFramer = new RecordFramer('data received from the peer');
   #outFramer = new RecordFramer('data Node wrote');
   #state: TapState = 'open';
@@ -249,7 +372,7 @@ export class RecordTap extends Duplex {
     // on its own when the peer's FIN arrives: Node may still write close_notify, and a write after
     // that automatic end() would fail with EPIPE. Its writable side ends when the TLSSocket ends.
     this.allowHalfOpen = raw.allowHalfOpen;
-    raw.allowHalfOpen = true;
+    keepWritableAfterEnd(raw);
 
     // Read only when Node asks (pauseOnConnect keeps working, and nothing is read ahead of need).
     raw.pause();
@@ -306,17 +429,12 @@ export class RecordTap extends Duplex {
     tlsSocket.once('secure', () => {
       this.secureEstablished = true;
     });
+    // A TLSSocket destroyed without its tap (a TLSSocket over a JS stream does not always destroy
+    // the stream) must not leave the secrets behind.
+    tlsSocket.once('close', () => this.wipeSecrets());
     const raw = this.raw;
-    for (const name of ['remoteAddress', 'remotePort', 'remoteFamily',
-                        'localAddress', 'localPort', 'localFamily'] as const) {
-      Object.defineProperty(tlsSocket, name, {
-        configurable: true,
-        enumerable: false,
-        get: () => raw[name],
-      });
-    }
+    forwardAddresses(tlsSocket, raw);
     const proxy = tlsSocket as unknown as Record<string, unknown>;
-    proxy.address = () => raw.address();
     proxy.setNoDelay = (noDelay?: boolean) => {
       if (!raw.destroyed) raw.setNoDelay(noDelay);
       return tlsSocket;
@@ -328,15 +446,30 @@ export class RecordTap extends Duplex {
   }
 
   // Takes one NSS key-log line from Node. Lines for another client random (another connection, or
-  // a renegotiation) are ignored. Returns whether the line was kept.
+  // a renegotiation) are ignored, and so is everything once the secrets were wiped. Returns
+  // whether the line was kept.
   addKeylogLine(line: Buffer | string): boolean {
-    const parsed = parseKeylogLine(line);
-    if (parsed === undefined || this.clientHello === undefined) return false;
-    if (parsed.clientRandom !== this.clientHello.random.toString('hex')) return false;
-    if (!this.#secrets.has(parsed.label)) this.#secrets.set(parsed.label, parsed.secret);
-    this.searchBoundary(this.in);
-    this.searchBoundary(this.out);
+    if (this.#secretsWiped || this.clientHello === undefined) return false;
+    const fields = splitKeylogLine(line);
+    if (fields === undefined || fields.clientRandom !== this.clientHello.random.toString('hex') ||
+        this.#secrets.has(fields.label)) {
+      return false;
+    }
+    const parsed = parseKeylogLine(line)!;
+    this.#secrets.set(parsed.label, parsed.secret);
     return true;
+  }
+
+  // Zeroes every secret the tap holds and forgets them (after capture copied what it needs, or
+  // when the connection is destroyed): they must not outlive their use in the JS heap.
+  wipeSecrets(): void {
+    this.#secretsWiped = true;
+    for (const secret of this.#secrets.values()) secret.fill(0);
+    this.#secrets.clear();
+  }
+
+  get secretsWiped(): boolean {
+    return this.#secretsWiped;
   }
 
   // ---- inbound: raw socket -> Node -------------------------------------------------------------
@@ -388,11 +521,17 @@ export class RecordTap extends Duplex {
     try {
       while (this.#readWanted && !this.#held && this.#state === 'open' &&
              this.#queueHead < this.#queue.length) {
-        const batch: Buffer[] = [];
+        // One push per run of records that lie next to each other in one chunk: a view of the
+        // chunk, never a copy.
+        const first = this.#queue[this.#queueHead].data;
         let bytes = 0;
         while (this.#queueHead < this.#queue.length && bytes < kDeliverBatchBytes) {
-          const record = this.#queue[this.#queueHead++];
-          batch.push(record.data);
+          const record = this.#queue[this.#queueHead];
+          if (bytes > 0 && (record.data.buffer !== first.buffer ||
+                            record.data.byteOffset !== first.byteOffset + bytes)) {
+            break;
+          }
+          this.#queueHead++;
           bytes += record.data.length;
           this.#pushedBytes += record.data.length;
           this.#pushed.push({ record, end: this.#pushedBytes });
@@ -400,7 +539,9 @@ export class RecordTap extends Duplex {
         this.#queueBytes -= bytes;
         this.#compactQueue();
         const generation = this.#readGeneration;
-        const more = this.push(batch.length === 1 ? batch[0] : Buffer.concat(batch, bytes));
+        const run = bytes === first.length ? first :
+          Buffer.from(first.buffer, first.byteOffset, bytes);
+        const more = this.push(run);
         if (!more && generation === this.#readGeneration) this.#readWanted = false;
       }
       if (this.#eofQueued && !this.#eofDelivered && !this.#held && this.#state === 'open' &&
@@ -505,6 +646,7 @@ export class RecordTap extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.wipeSecrets();
     if (this.#state !== 'captured') this.raw.destroy();
     this.#options.onClose?.(this);
     callback(err);
@@ -610,15 +752,16 @@ export class RecordTap extends Duplex {
   }
 
   #trackTls13(dir: DirectionState, record: TappedRecord): void {
-    if (dir.fromServer && dir.firstProtected.length < kMaxEncryptedExtensionsRecords) {
-      dir.firstProtected.push(record.data);
+    if (dir.fromServer && dir.firstProtected.length < kMaxEncryptedExtensionsRecords &&
+        this.clientHello?.offeredMaxFragmentLength !== undefined) {
+      dir.firstProtected.push(Buffer.from(record.data));
     }
     if (dir.boundary !== undefined) {
-      this.#probe(dir, record);
+      this.#deferProbe(dir, record);
       return;
     }
     if (dir.boundaryLost) return;
-    dir.retained.push(record);
+    dir.retained.push({ record, data: Buffer.from(record.data) });
     dir.retainedBytes += record.data.length;
     if (dir.retained.length > kMaxRetainedRecords || dir.retainedBytes > kMaxRetainedBytes) {
       dir.boundaryLost = true;
@@ -626,7 +769,30 @@ export class RecordTap extends Duplex {
       dir.retainedBytes = 0;
       return;
     }
-    this.searchBoundary(dir);
+    if (dir.retained.length > kLazyRetainedRecords || dir.retainedBytes > kLazyRetainedBytes) {
+      this.searchBoundary(dir);
+    }
+  }
+
+  #deferProbe(dir: DirectionState, record: TappedRecord): void {
+    if (record.data.length - kRecordHeaderLength > kKeyUpdateProbeMaxBody) return;
+    dir.probeBacklog.push({ record, data: Buffer.from(record.data) });
+    if (dir.probeBacklog.length >= kMaxProbeBacklog) this.#runProbes(dir);
+  }
+
+  #runProbes(dir: DirectionState): void {
+    const backlog = dir.probeBacklog;
+    dir.probeBacklog = [];
+    for (const deferred of backlog) this.#probe(dir, deferred);
+  }
+
+  // Does the trial decryption deferred so far (capture calls it before its checks): finds the
+  // application-key boundary of each direction and probes the short records after it.
+  examine(): void {
+    for (const dir of [this.in, this.out]) {
+      this.searchBoundary(dir);
+      this.#runProbes(dir);
+    }
   }
 
   // The secret that protects this direction's application records (TLS 1.3).
@@ -649,16 +815,20 @@ export class RecordTap extends Duplex {
     if (suite === undefined || secret === undefined || !binding.isNativeSuite(kTls13, suite)) return;
     while (dir.trialNext < dir.retained.length) {
       const index = dir.trialNext++;
-      const record = dir.retained[index];
+      const { record, data } = dir.retained[index];
       const opened = binding.openRecord({
-        version: kTls13, cipherSuite: suite, secret, seq: 0n, record: record.data,
+        version: kTls13, cipherSuite: suite, secret, seq: 0n, record: data,
       });
       if (opened !== null) {
         dir.boundary = record.protectedIndex;
         const after = dir.retained.slice(index);
         dir.retained = [];
         dir.retainedBytes = 0;
-        for (const r of after) this.#probe(dir, r);
+        for (const deferred of after) {
+          if (deferred.data.length - kRecordHeaderLength <= kKeyUpdateProbeMaxBody) {
+            dir.probeBacklog.push(deferred);
+          }
+        }
         return;
       }
     }
@@ -666,14 +836,13 @@ export class RecordTap extends Duplex {
 
   // TLS 1.3: opens short post-handshake records to notice a KeyUpdate, which OpenSSL follows
   // without logging the new secret.
-  #probe(dir: DirectionState, record: TappedRecord): void {
-    if (record.data.length - kRecordHeaderLength > kKeyUpdateProbeMaxBody) return;
+  #probe(dir: DirectionState, { record, data }: DeferredRecord): void {
     const suite = this.serverHello?.cipherSuite;
     const secret = this.applicationSecret(dir);
     if (suite === undefined || secret === undefined || dir.boundary === undefined) return;
     const opened = binding.openRecord({
       version: kTls13, cipherSuite: suite, secret,
-      seq: BigInt(record.protectedIndex - dir.boundary), record: record.data,
+      seq: BigInt(record.protectedIndex - dir.boundary), record: data,
     });
     if (opened === null) {
       record.unopened = true;
@@ -681,7 +850,7 @@ export class RecordTap extends Duplex {
                handshakeTypesIn(opened.plaintext).includes(HandshakeType.keyUpdate)) {
       record.keyUpdate = true;
     }
-    // A retained record Node already consumed before the boundary was known.
+    // A record Node already consumed before it was probed.
     if (record.consumed) {
       if (record.keyUpdate) dir.keyUpdateSeen = true;
       if (record.unopened) dir.unopened = true;
@@ -710,13 +879,6 @@ export class RecordTap extends Duplex {
     this.#deliver();
   }
 
-  // The raw socket's file descriptor, or -1 when it has none (not a TCP or IPC socket).
-  rawFd(): number {
-    const handle = (this.raw as unknown as { _handle?: { fd?: unknown } | null })._handle;
-    const fd = handle?.fd;
-    return typeof fd === 'number' && fd >= 0 ? fd : -1;
-  }
-
   // The irreversible step of capture. Stops Node reading the raw socket, collects every byte of
   // ciphertext Node never got (records pushed but not emitted, queued records, the partial tail,
   // and what the raw socket had buffered), then destroys the raw socket, which closes Node's copy
@@ -742,21 +904,26 @@ export class RecordTap extends Duplex {
     // Keep an 'error' listener for good: an error with no listener crashes the process.
     raw.on('error', noop);
     raw.pause();
-    const handle = (raw as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })
-      ._handle;
-    if (handle && typeof handle.readStop === 'function') {
-      handle.reading = false;
-      handle.readStop();
-    }
+    readStop(raw);
     // read() below would call _read(), which restarts reading on the handle; the socket is about
     // to be destroyed, so reading is switched off for good on this instance.
-    (raw as unknown as { _read: () => void })._read = noop;
+    disableReading(raw);
     for (let chunk = raw.read(); chunk !== null; chunk = raw.read()) parts.push(chunk as Buffer);
-    // Keep the addresses readable after the handle is gone (net caches them on first use).
-    raw.address();
-    void raw.remoteAddress;
+    // Keep the addresses readable after the handle is gone.
+    if (this.tlsSocket !== undefined) freezeAddresses(this.tlsSocket, raw);
     raw.destroy();
     this.#options.onClose?.(this);
+    // The spent TLSSocket (and so this tap) lives until the splice ends: keep nothing of the
+    // session's records meanwhile.
+    for (const dir of [this.in, this.out]) {
+      dir.retained = [];
+      dir.retainedBytes = 0;
+      dir.probeBacklog = [];
+      dir.firstProtected = [];
+      dir.lastConsumed = undefined;
+      dir.reassembler = null;
+    }
+    this.#outFramer.takePartial();
     return Buffer.concat(parts);
   }
 }

@@ -60,6 +60,27 @@ describe('record framing', () => {
     assert.deepEqual(framer.takePartial(), stream.subarray(8, 10));
   });
 
+  test('records are views of their chunk; only a record split across chunks is copied', () => {
+    const a = Buffer.concat([Buffer.from([23, 3, 3, 0, 2]), Buffer.from('ab')]);
+    const b = Buffer.concat([Buffer.from([23, 3, 3, 0, 3]), Buffer.from('cde')]);
+    // Unpooled buffers, so that sharing an ArrayBuffer means being a view.
+    const unpooled = (buf) => {
+      const out = Buffer.alloc(buf.length);
+      buf.copy(out);
+      return out;
+    };
+    const chunk = unpooled(Buffer.concat([a, b, b.subarray(0, 6)]));
+    const framer = new RecordFramer('test');
+    const out = framer.push(chunk);
+    assert.deepEqual(out, [a, b]);
+    for (const record of out) assert.equal(record.buffer, chunk.buffer, 'a view, not a copy');
+    const rest = unpooled(b.subarray(6));
+    const [split] = framer.push(rest);
+    assert.deepEqual(split, b);
+    assert.notEqual(split.buffer, rest.buffer);
+    assert.equal(framer.partialLength, 0);
+  });
+
   for (const [what, header] of [
     ['content type 24', [24, 3, 3, 0, 1]],
     ['content type 0', [0, 3, 3, 0, 1]],

@@ -1,0 +1,192 @@
+// Every use of Node internals in tls-splice goes through this module: stream state fields,
+// the handle under a net.Socket, the stream implementation methods replaced on a spent TLSSocket,
+// and the name of tls.Server's connection listener. None of these is public API, so each is
+// checked once at load (selfCheck()); a Node version that moved one fails loudly with
+// ERR_TLS_SPLICE_UNSUPPORTED_NODE instead of corrupting a session later.
+//
+// Contract: the accessors never throw for a socket in an unexpected state (no handle, destroyed,
+// a JS stream): they answer -1 / 'none' / false, and the caller refuses or falls back.
+import * as net from 'node:net';
+import { Readable } from 'node:stream';
+import * as tls from 'node:tls';
+
+import { SpliceError } from './errors';
+
+// What a net.Socket's _handle is, as far as tls-splice cares: a TCP or Pipe stream is a plain
+// kernel socket whose fd carries exactly the socket's bytes; anything else (TLSWrap, a
+// JSStreamSocket, a handle of a kind this Node does not name as expected) is not.
+export type HandleKind = 'TCP' | 'Pipe' | 'other' | 'none';
+
+interface StreamHandle {
+  fd?: unknown;
+  reading?: boolean;
+  readStop?: () => number;
+  constructor?: { name?: string };
+}
+
+interface ReadableStateFields {
+  ended?: boolean;
+  reading?: boolean;
+}
+
+type Callback = (error?: Error | null) => void;
+
+// The stream implementation methods of a Writable that tls-splice replaces on one instance.
+export interface WritableImpl {
+  _write: (chunk: unknown, encoding: BufferEncoding, callback: Callback) => void;
+  _writev: ((chunks: unknown[], callback: Callback) => void) | null | undefined;
+  _final: ((callback: Callback) => void) | undefined;
+}
+
+// The listener tls.Server registers through net.Server(options, tlsConnectionListener).
+const kTlsConnectionListenerName = 'tlsConnectionListener';
+
+function handleOf(socket: net.Socket): StreamHandle | null {
+  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+  return handle !== undefined && handle !== null && typeof handle === 'object' ? handle : null;
+}
+
+// The kernel fd under a net.Socket, or -1 (not connected yet, destroyed, a JS stream).
+export function socketFd(socket: net.Socket): number {
+  const fd = handleOf(socket)?.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : -1;
+}
+
+// The kind of a net.Socket's handle. A tls.TLSSocket is 'other' (its handle is a TLSWrap, whose
+// fd is the ciphertext TCP socket underneath: never a place for cleartext).
+export function handleKind(socket: net.Socket): HandleKind {
+  const handle = handleOf(socket);
+  if (handle === null) return 'none';
+  const name = handle.constructor?.name;
+  return name === 'TCP' || name === 'Pipe' ? name : 'other';
+}
+
+// Stops Node reading the socket's fd now. Both `reading` flags are cleared (the handle's, and
+// the Readable's, which says a _read() is outstanding): otherwise a later resume() or read() by
+// the owner would wait for that _read() forever instead of starting to read again.
+export function readStop(socket: net.Socket): void {
+  const handle = handleOf(socket);
+  if (handle === null || typeof handle.readStop !== 'function') return;
+  handle.reading = false;
+  handle.readStop();
+  const state = readableState(socket);
+  if (state !== undefined) state.reading = false;
+}
+
+function readableState(stream: Readable | net.Socket): ReadableStateFields | undefined {
+  return (stream as unknown as { _readableState?: ReadableStateFields })._readableState;
+}
+
+// Makes a socket that is about to be destroyed never read again: read() calls _read(), which
+// would restart reading on the handle.
+export function disableReading(socket: net.Socket): void {
+  (socket as unknown as { _read: () => void })._read = noop;
+}
+
+// True once the readable side has seen its end (EOF pushed), even if 'end' was not emitted yet
+// because buffered data is unread (`readableEnded` is only true after 'end').
+export function readableEndReached(stream: Readable): boolean {
+  return readableState(stream)?.ended === true;
+}
+
+// Node ends a Duplex's writable side on its own after 'end' when allowHalfOpen is false
+// (Readable's endReadableNT reads the property at that moment; net.Socket also swaps write() for
+// writeAfterFIN). Setting it keeps the writable side for whoever takes the socket over.
+export function keepWritableAfterEnd(socket: net.Socket): void {
+  socket.allowHalfOpen = true;
+}
+
+// The Writable implementation methods of one instance, to restore them after replaceWritable().
+export function writableImpl(stream: net.Socket): WritableImpl {
+  const s = stream as unknown as WritableImpl;
+  return { _write: s._write, _writev: s._writev, _final: s._final };
+}
+
+// Replaces the Writable implementation methods of one instance (Writable calls `stream._write`,
+// `stream._writev` and `stream._final` at the moment it needs them).
+export function replaceWritable(stream: net.Socket, impl: Partial<WritableImpl>): void {
+  const s = stream as unknown as Record<string, unknown>;
+  for (const key of ['_write', '_writev', '_final'] as const) {
+    if (key in impl) s[key] = impl[key];
+  }
+}
+
+// Makes `socket` report `source`'s addresses: net.Socket's remoteAddress/remotePort/remoteFamily,
+// localAddress/localPort/localFamily and address() all read `_getpeername()` / `_getsockname()`
+// (a TLSSocket over a JS stream has no kernel socket of its own). Two own methods, rather than
+// six property definitions that would turn every TLSSocket into a slow object.
+export function forwardAddresses(socket: net.Socket, source: net.Socket): void {
+  const s = socket as unknown as Record<string, unknown>;
+  const from = source as unknown as { _getpeername: () => object; _getsockname: () => object };
+  s._getpeername = () => from._getpeername();
+  s._getsockname = () => from._getsockname();
+}
+
+// As forwardAddresses(), with `source`'s addresses as they are now: for a source about to be
+// destroyed (net.Socket forgets its local address then).
+export function freezeAddresses(socket: net.Socket, source: net.Socket): void {
+  const from = source as unknown as { _getpeername: () => object; _getsockname: () => object };
+  const peer = { ...from._getpeername() };
+  const local = { ...from._getsockname() };
+  forwardAddresses(socket, { _getpeername: () => peer, _getsockname: () => local } as
+    unknown as net.Socket);
+}
+
+// tls.Server's own connection listener on a freshly constructed server, or undefined.
+export function tlsConnectionListener(server: tls.Server):
+    ((this: tls.Server, socket: net.Socket) => void) | undefined {
+  return server.listeners('connection').find((fn) => fn.name === kTlsConnectionListenerName) as
+    ((this: tls.Server, socket: net.Socket) => void) | undefined;
+}
+
+function unsupported(what: string): SpliceError {
+  return new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
+    `tls-splice does not support Node ${process.version}: ${what}. Run it on the Node 20 line ` +
+    'it is tested with, or use plain node:tls without tls-splice on this version');
+}
+
+// Checks the internals above where they can be checked without a connection; throws
+// ERR_TLS_SPLICE_UNSUPPORTED_NODE naming the first one that moved.
+export function selfCheck(): void {
+  const socket = new net.Socket();
+  const state = readableState(socket);
+  if (state === undefined || typeof state.ended !== 'boolean' ||
+      typeof state.reading !== 'boolean') {
+    throw unsupported('a net.Socket has no _readableState.ended or .reading');
+  }
+  if (!('_handle' in socket) || handleOf(socket) !== null) {
+    throw unsupported('an unconnected net.Socket has no null _handle');
+  }
+  const impl = writableImpl(socket);
+  if (typeof impl._write !== 'function' || typeof impl._writev !== 'function' ||
+      typeof impl._final !== 'function') {
+    throw unsupported('net.Socket has no _write/_writev/_final');
+  }
+  if (typeof (socket as unknown as { _read?: unknown })._read !== 'function') {
+    throw unsupported('net.Socket has no _read');
+  }
+  const names = socket as unknown as { _getpeername?: unknown; _getsockname?: unknown };
+  if (typeof names._getpeername !== 'function' || typeof names._getsockname !== 'function') {
+    throw unsupported('net.Socket has no _getpeername/_getsockname');
+  }
+  // The address getters must read them (checked on an unconnected socket, which has no handle).
+  let asked = 0;
+  const probe = new net.Socket();
+  forwardAddresses(probe, { _getpeername: () => { asked++; return { address: 'x' }; },
+    _getsockname: () => { asked++; return { port: 1 }; } } as unknown as net.Socket);
+  if (probe.remoteAddress !== 'x' || probe.localPort !== 1 || asked !== 2) {
+    throw unsupported('net.Socket addresses do not come from _getpeername/_getsockname');
+  }
+  probe.destroy();
+  if (socket.allowHalfOpen !== false) {
+    throw unsupported('a net.Socket does not default to allowHalfOpen: false');
+  }
+  socket.destroy();
+  if (tlsConnectionListener(new tls.Server()) === undefined) {
+    throw unsupported(`tls.Server registers no '${kTlsConnectionListenerName}' connection listener`);
+  }
+}
+
+function noop(): void {}
+
+selfCheck();
