@@ -7,7 +7,7 @@
 // Contract: the accessors never throw for a socket in an unexpected state (no handle, destroyed,
 // a JS stream): they answer -1 / 'none' / false, and the caller refuses or falls back.
 import * as net from 'node:net';
-import { Readable } from 'node:stream';
+import { Duplex, Readable } from 'node:stream';
 import * as tls from 'node:tls';
 
 import { SpliceError } from './errors';
@@ -137,6 +137,25 @@ export function tlsConnectionListener(server: tls.Server):
     ((this: tls.Server, socket: net.Socket) => void) | undefined {
   return server.listeners('connection').find((fn) => fn.name === kTlsConnectionListenerName) as
     ((this: tls.Server, socket: net.Socket) => void) | undefined;
+}
+
+// A TLSSocket over a JS Duplex (the record tap) is fed by Node's JSStreamSocket, which hands each
+// 'data' chunk of the Duplex to the TLS layer synchronously (TLSWrap decrypts it at once, and a
+// close_notify in it makes the TLSSocket push its end right there), and hands the transport's EOF
+// to the TLS layer from its own 'end' listener on the Duplex. A listener put in front of that one
+// runs when every record before the TCP FIN has been through OpenSSL and the FIN itself has not.
+// Returns a function that removes the listener.
+export function beforeTransportEof(transport: Duplex, listener: () => void): () => void {
+  transport.prependOnceListener('end', listener);
+  return () => transport.removeListener('end', listener);
+}
+
+// Node calls a stream write back without an error when the stream was destroyed meanwhile, also
+// for a write the close cancelled (stream_base_commons onWriteComplete), so such a callback proves
+// nothing about what reached the fd.
+export function writeCallbackProvesWrite(stream: { destroyed: boolean },
+  err: Error | null | undefined): boolean {
+  return !err && !stream.destroyed;
 }
 
 function unsupported(what: string): SpliceError {

@@ -20,40 +20,13 @@ import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo }
 import {
   FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
 } from './framing';
+import {
+  beforeTransportEof, keepWritableAfterEnd, readableEndReached, writeCallbackProvesWrite,
+} from './internals';
 import { tapOf } from './tap';
 import type { ResolvedTarget, SpliceDirection } from './target';
 
 const debug = util.debuglog('tls-splice');
-
-// ---- Node internals (the integrator gathers these into one module) ---------------------------
-
-// node-internal: whether push(null) was called on a Readable: its end is decided, though 'end' may
-// not have been emitted yet (Readable's _readableState.ended; readableEnded is endEmitted).
-function readableEndPushed(stream: NodeJS.ReadableStream): boolean {
-  const state = (stream as unknown as { _readableState?: { ended?: unknown } })._readableState;
-  return state?.ended === true;
-}
-
-// node-internal: a TLSSocket over a JS Duplex (the record tap) is fed by Node's JSStreamSocket,
-// which hands each 'data' chunk of the Duplex to the TLS layer synchronously (TLSWrap decrypts it
-// at once, and a close_notify in it makes the TLSSocket push its end right there), and hands the
-// transport's EOF to the TLS layer from its own 'end' listener on the Duplex. A listener put in
-// front of that one runs when every record before the TCP FIN has been through OpenSSL and the
-// FIN itself has not. Returns a function that removes the listener.
-function beforeTransportEof(transport: Duplex, listener: () => void): () => void {
-  transport.prependOnceListener('end', listener);
-  return () => transport.removeListener('end', listener);
-}
-
-// node-internal: Node calls a stream write back without an error when the stream was destroyed
-// meanwhile, also for a write the close cancelled (stream_base_commons onWriteComplete), so such a
-// callback proves nothing about what reached the fd.
-function writeCallbackProvesWrite(stream: { destroyed: boolean }, err: Error | null | undefined):
-    boolean {
-  return !err && !stream.destroyed;
-}
-
-// ---------------------------------------------------------------------------------------------
 
 export type TruncationPolicy = 'end' | 'reset';
 
@@ -224,7 +197,7 @@ class SocketSink implements Sink {
   constructor(readonly socket: net.Socket) {
     // The splice decides when the socket's write side ends (when the peer ends), not Node when
     // the socket's own readable side ends.
-    socket.allowHalfOpen = true;
+    keepWritableAfterEnd(socket);
   }
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean {
     // A write called back after destroy() may have reached the fd in part or not at all: it is
@@ -334,7 +307,7 @@ export class JsEngine implements Engine {
     const tlsSocket = this.tlsSocket;
     this.watchTransport();
     // Half-close is part of the splice's contract: the peer ending must not end our side.
-    tlsSocket.allowHalfOpen = true;
+    keepWritableAfterEnd(tlsSocket);
     tlsSocket.on('error', (err) => this.fail(err));
     tlsSocket.on('close', () => {
       if (!this.inDone || !this.outDone) this.fail(this.framingFailure ?? connectionClosed());
@@ -447,7 +420,7 @@ export class JsEngine implements Engine {
     if (!tap || tap.readableEnded) return;
     this.watchingTransport = true;
     this.unwatchTransport = beforeTransportEof(tap, () => {
-      this.transportEof = readableEndPushed(this.tlsSocket) ? 'after-tls-end' : 'before-tls-end';
+      this.transportEof = readableEndReached(this.tlsSocket) ? 'after-tls-end' : 'before-tls-end';
       this.partialRecordAtEof = tap.inPartialLength;
     });
   }

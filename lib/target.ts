@@ -6,6 +6,7 @@ import * as tls from 'node:tls';
 import { binding } from './binding';
 import { DialSpec } from './dial';
 import { SpliceError, invalidArg } from './errors';
+import { handleKind, keepWritableAfterEnd, readStop, socketFd } from './internals';
 
 export type SpliceDirection = 'duplex' | 'in' | 'out';
 
@@ -32,42 +33,6 @@ export interface ResolvedTarget {
   userWriteFd: number;
 }
 
-// node-internal: the libuv stream wrap under a net.Socket (`_handle`): its fd, and readStop() to
-// stop Node reading it. Its constructor is `TCP` or `Pipe` for a plain stream socket; a
-// TLSSocket's is `TLSWrap` (its fd is the raw TCP under the TLS layer), a JS stream's `JSStream`.
-interface SocketHandle {
-  fd?: number;
-  reading?: boolean;
-  readStop?: () => number;
-}
-
-function socketHandle(socket: net.Socket): SocketHandle | null {
-  return (socket as unknown as { _handle?: SocketHandle | null })._handle ?? null;
-}
-
-// node-internal: the fd under a connected socket's handle, or -1.
-function socketFd(socket: net.Socket): number {
-  const fd = socketHandle(socket)?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : -1;
-}
-
-// node-internal: stops Node reading the socket's fd. read() calls _read(), which restarts reading
-// on the handle when the buffer runs low, so this is called after draining, in the same tick;
-// `reading = false` lets a later resume() by the user start it again.
-function stopHandleReading(socket: net.Socket): void {
-  const handle = socketHandle(socket);
-  if (handle !== null && typeof handle.readStop === 'function') {
-    handle.readStop();
-    handle.reading = false;
-  }
-}
-
-// node-internal: the handle's constructor name (`TCP`, `Pipe`, `TLSWrap`, `JSStream`, ...).
-function socketHandleKind(socket: net.Socket): string | null {
-  const handle = socketHandle(socket);
-  return handle === null ? null : (handle.constructor?.name ?? null);
-}
-
 // Why a connected socket's fd must not be handed to the native engine, or null when it may: only a
 // plain TCP or Pipe stream carries the target's own bytes on its fd. A TLSSocket's fd is the
 // encrypted wire under it: writing cleartext there would send the peer's data in the clear.
@@ -75,11 +40,11 @@ export function notRawReason(socket: net.Socket): string | null {
   if (socket instanceof tls.TLSSocket) {
     return 'The target is a tls.TLSSocket: its fd carries the TLS records, not cleartext';
   }
-  const kind = socketHandleKind(socket);
+  const kind = handleKind(socket);
   if (kind === 'TCP' || kind === 'Pipe') return null;
-  return kind === null ?
+  return kind === 'none' ?
     'The target net.Socket has no handle (it is not connected, or is a JS stream)' :
-    `The target net.Socket is backed by a ${kind} handle, not a plain TCP or Pipe stream`;
+    'The target net.Socket is not backed by a plain TCP or Pipe stream handle';
 }
 
 function fdKind(fd: number, role: string): FdKind {
@@ -194,7 +159,7 @@ export function resolveTarget(target: SpliceTarget, direction: SpliceDirection):
 // data and FIN before the takeover triggers; the splice then fails with EPIPE and the reply is
 // lost. From here on the splice decides when the socket's write side ends.
 export function keepSocketHalfOpen(socket: net.Socket): void {
-  socket.allowHalfOpen = true;
+  keepWritableAfterEnd(socket);
 }
 
 // Irreversible: the native engine takes the socket's fd. The socket is connected and has nothing
@@ -220,7 +185,7 @@ export async function takeOverSocket(resolved: ResolvedTarget, direction: Splice
   let chunk: Buffer | null;
   while ((chunk = socket.read() as Buffer | null) !== null) buffered.push(chunk);
   // Same tick: Node reads nothing more from the fd.
-  stopHandleReading(socket);
+  readStop(socket);
   resolved.readFd = direction === 'in' ? -1 : fd;
   resolved.writeFd = direction === 'out' ? -1 : fd;
   resolved.readKind = resolved.readFd >= 0 ? 'socket' : null;
@@ -291,7 +256,7 @@ export function closeTarget(resolved: ResolvedTarget, destroyUserSocket: boolean
 export function resetTargetSocket(resolved: ResolvedTarget): void {
   const socket = resolved.socket;
   if (socket === null || socket.destroyed) return;
-  if (socketHandleKind(socket) === 'TCP') {
+  if (handleKind(socket) === 'TCP') {
     try {
       socket.resetAndDestroy();
       return;
