@@ -68,6 +68,10 @@ export interface CaptureOptions {
   // How long to wait for Node's pending writes (the handshake's last flight, session tickets,
   // the user's own writes) to leave before giving up with ERR_TLS_SPLICE_CAPTURE_ABORTED.
   timeout?: number;
+  // The end hold the splice took when start() was called (holdEnd()), so that Node's own end()
+  // after a peer's 'end' cannot complete while the splice waits for its target. Capture uses it
+  // instead of taking its own, and releases it if it refuses.
+  endHold?: EndHold | null;
 }
 
 const kDefaultQuietTimeout = 10_000;
@@ -491,10 +495,11 @@ function makeSpent(tlsSocket: tls.TLSSocket): void {
 // While capture runs, an end() of our side (the user's, or Node's own after 'end' when
 // allowHalfOpen is false) must not send close_notify under Node's sequence numbers: its _final is
 // held back. If capture is refused, the end goes ahead as Node would have done it.
-class EndHold {
+export class EndHold {
   #socket: tls.TLSSocket;
   #original: WritableImpl['_final'];
   #held: Callback | undefined;
+  #released = false;
 
   constructor(socket: tls.TLSSocket) {
     this.#socket = socket;
@@ -506,7 +511,10 @@ class EndHold {
     return this.#held !== undefined;
   }
 
+  // Idempotent: the end (if one was held) goes ahead as Node would have done it.
   release(): void {
+    if (this.#released) return;
+    this.#released = true;
     replaceWritable(this.#socket, { _final: this.#original });
     const callback = this.#held;
     this.#held = undefined;
@@ -515,6 +523,15 @@ class EndHold {
       else callback();
     }
   }
+}
+
+// Holds back the end of our side of a tapped TLSSocket from now until capture (which takes the
+// hold over) or release(); null when the socket is not one capture could take.
+export function holdEnd(tlsSocket: tls.TLSSocket): EndHold | null {
+  const tap = tapOf(tlsSocket);
+  if (tap === undefined || tap.state !== 'open' || tlsSocket.destroyed) return null;
+  if (!tlsSocket.writable || tlsSocket.writableEnded) return null;
+  return new EndHold(tlsSocket);
 }
 
 export async function captureSession(tlsSocket: tls.TLSSocket, options: CaptureOptions = {}):
@@ -549,12 +566,12 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
   if (typeof timeout !== 'number' || !(timeout >= 0)) {
     throw refuse('ERR_TLS_SPLICE_INVALID_ARG', 'options.timeout must be a non-negative number');
   }
-  checkCapturable(tlsSocket, tap);
+  checkCapturable(tlsSocket, tap, options.endHold?.held === true);
 
   // From the call on, Node gets no more records and the user no more 'data'; both are undone if
   // capture is refused.
   tap.hold();
-  const endHold = new EndHold(tlsSocket);
+  const endHold = options.endHold ?? new EndHold(tlsSocket);
   const wasFlowing = tlsSocket.readableFlowing === true;
   if (wasFlowing) tlsSocket.pause();
   let fd = -1;

@@ -21,7 +21,9 @@ import type * as net from 'node:net';
 import type * as tls from 'node:tls';
 import * as util from 'node:util';
 import { binding } from './binding';
-import { CapturedSession, captureSession, releaseSpentSocket } from './capture';
+import {
+  CapturedSession, EndHold, captureSession, holdEnd, releaseSpentSocket,
+} from './capture';
 import { PendingTarget, dial, targetError, waitForTarget } from './dial';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
 import { HINTS } from './error-hints';
@@ -243,6 +245,8 @@ export class SpliceHandle extends EventEmitter {
   private active: Engine | null = null;
   private pendingStop: StopOptions | null = null;
   private pendingTarget: PendingTarget | null = null;
+  // Node's own end() after the peer's 'end' must wait while the target is prepared (capture.ts).
+  private endHold: EndHold | null = null;
   private targetFailure: Error | null = null;
   private forceJs = false;
   private refed = true;
@@ -333,10 +337,14 @@ export class SpliceHandle extends EventEmitter {
       throw new SpliceError('ABORT_ERR', 'The splice was aborted before it started.');
     }
     signal?.addEventListener('abort', this.onAbort, { once: true });
-    // Phase 1, reversible: nothing of the TLSSocket is touched.
+    // Phase 1, reversible: nothing of the TLSSocket is touched, except that an end of our side
+    // (Node ends it on its own after the peer's 'end' when allowHalfOpen is false) is held back
+    // until capture, and goes ahead if the splice does not start.
+    if (this.options.engine !== 'js') this.endHold = holdEnd(this.tlsSocket);
     try {
       await this.prepareTarget();
     } catch (err) {
+      this.endHold?.release();
       const error = targetError(err);
       debug('start: target phase failed: %s', error.code);
       const reason = error.code === 'ABORT_ERR' ? 'aborted' :
@@ -404,8 +412,11 @@ export class SpliceHandle extends EventEmitter {
     if (engine === 'js' || this.forceJs) return this.startJs(events);
     let session: CapturedSession;
     try {
-      session = await captureSession(this.tlsSocket);
+      session = await captureSession(this.tlsSocket, { endHold: this.endHold });
     } catch (err) {
+      // Refused: the end of our side, if one was held, goes ahead (capture released it, unless it
+      // refused before taking it over).
+      this.endHold?.release();
       const code = (err as SpliceError).code;
       if (engine === 'auto' && FALLBACK_CODES.has(code)) {
         debug('start: falling back to the JS engine: %s', code);
