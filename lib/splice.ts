@@ -409,7 +409,11 @@ export class SpliceHandle extends EventEmitter {
       onEnd: () => this.onEngineEnd(),
       onClose: (info, stats) => this.onEngineClose(info, stats),
     };
-    if (engine === 'js' || this.forceJs) return this.startJs(events);
+    if (engine === 'js' || this.forceJs) {
+      // No capture: an end of our side held since start() goes ahead now.
+      this.endHold?.release();
+      return this.startJs(events);
+    }
     let session: CapturedSession;
     try {
       session = await captureSession(this.tlsSocket, { endHold: this.endHold });
