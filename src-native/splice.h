@@ -205,6 +205,8 @@ class Splice : public std::enable_shared_from_this<Splice> {
   void finish_in();
   // Truncation::kReset: the peer's TCP ended without close_notify.
   void reset_target();
+  // SO_LINGER {1, 0} on a socket sink: its last close sends a reset instead of a FIN.
+  void set_reset_on_close();
   void update_watches(bool yield);
   void watch(Watch* w, int events, bool* want_idle);
 

@@ -88,6 +88,9 @@ bool Splice::step_in(size_t* budget) {
   if (in_state_ == InState::kOpen && cipher_in_needs_more_ && (tcp_eof_ || stopping_)) {
     if (tcp_eof_ && !stopping_) {
       if (cipher_in_.size() > 0) {
+        // A truncation too: under 'reset' the target gets a reset, never a FIN (what was opened
+        // before the cut was flushed above).
+        if (config_.on_truncation == Truncation::kReset) set_reset_on_close();
         fail("ERR_TLS_SPLICE_TRUNCATED_RECORD", AlertDescription::kNone,
              "the peer's TCP stream ended inside a TLS record");
         return true;
@@ -249,13 +252,17 @@ void Splice::reset_target() {
   // SO_LINGER {on, 0} is a property of the socket, shared with the user's fd: whichever close is
   // the last sends a reset instead of a FIN. Every byte that arrived before the cut was written
   // to the target already (finish_in runs after the drain).
+  set_reset_on_close();
+  // No on_peer_end(): the JS layer would end the target's write side. The splice is over; the
+  // end reports peer_eof_without_close_notify.
+  finish(EndReason::kEnd);
+}
+
+void Splice::set_reset_on_close() {
   if (write_is_socket_ && sink_fd() >= 0) {
     const linger reset_on_close{1, 0};
     setsockopt(sink_fd(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof(reset_on_close));
   }
-  // No on_peer_end(): the JS layer would end the target's write side. The splice is over; the
-  // end reports peer_eof_without_close_notify.
-  finish(EndReason::kEnd);
 }
 
 void Splice::close_write_fd() {
