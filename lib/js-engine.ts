@@ -736,12 +736,16 @@ export class JsEngine implements Engine {
   private fail(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed) return;
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL';
+    // A TCP end inside a record is a truncation: under 'reset' the target is reset, not closed
+    // with a FIN (as natively, and as for a truncation at a record boundary).
+    const reset = code === 'ERR_TLS_SPLICE_TRUNCATED_RECORD' &&
+      this.options.onTruncation === 'reset' && this.options.direction !== 'out';
     this.close(endInfo('error', this.endFlags({
       code, detail: err.message, cause: err,
       undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
       undeliveredOut: this.unsentOut(),
       ...extra,
-    })));
+    })), reset);
   }
 
   // Closes everything the engine owns, then restores the user's fd flags, then reports: onClose

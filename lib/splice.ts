@@ -534,7 +534,10 @@ export class SpliceHandle extends EventEmitter {
     this.state = 'closed';
     if (this.stopTimer) clearTimeout(this.stopTimer);
     this.options.signal?.removeEventListener('abort', this.onAbort);
-    if (wasRunning && info.peerEofWithoutCloseNotify && this.options.onTruncation === 'reset') {
+    // A TCP end inside a TLS record is a truncation too (an error, with neither end flag).
+    const truncated = info.peerEofWithoutCloseNotify ||
+      (info.reason === 'error' && info.code === 'ERR_TLS_SPLICE_TRUNCATED_RECORD');
+    if (wasRunning && truncated && this.options.onTruncation === 'reset') {
       // A cut upload must not look complete to the target: a socket is reset here (the native
       // engine set SO_LINGER {1, 0} on its fd and left its write side open); an fd target gets
       // the reset when its last descriptor closes.

@@ -244,14 +244,15 @@ void Splice::on_idle(uv_idle_t* handle) {
 }
 
 void Splice::pump() {
+  if (reset_draining_) return;
   size_t budget = kMaxBytesPerWakeup;
   bool progress = true;
   while (progress && budget > 0 && !closing_) {
     progress = lingering_ ? discard_in(&budget) : step_in(&budget);
-    if (closing_) break;
+    if (closing_ || reset_draining_) break;
     progress = step_out(&budget) || progress;
   }
-  if (closing_) return;
+  if (closing_ || reset_draining_) return;
 
   publish_layer_stats();
 

@@ -205,6 +205,14 @@ class Splice : public std::enable_shared_from_this<Splice> {
   void finish_in();
   // Truncation::kReset: the peer's TCP ended without close_notify.
   void reset_target();
+  // SO_LINGER {1, 0} on a socket sink: its last close sends a reset instead of a FIN.
+  void set_reset_on_close();
+  // Bytes a socket sink has not had acknowledged yet (SIOCOUTQ); 0 when none or unknown.
+  size_t unacked_at_sink() const;
+  // Before the reset: waits (bounded) until the target acknowledged everything written to it.
+  // Ends with `reason` once it is over.
+  bool start_reset_drain(EndReason reason);
+  static void on_reset_drain_tick(uv_timer_t* handle);
   void update_watches(bool yield);
   void watch(Watch* w, int events, bool* want_idle);
 
@@ -275,6 +283,10 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool lingering_ = false;
   uv_timer_t linger_timer_;
   bool linger_timer_initialized_ = false;
+  // Truncation::kReset: nothing more is pumped; linger_timer_ checks the sink's send queue.
+  bool reset_draining_ = false;
+  uint64_t reset_drain_ticks_ = 0;
+  EndReason reset_drain_reason_ = EndReason::kEnd;
 };
 
 }  // namespace tls_splice

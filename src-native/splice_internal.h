@@ -34,6 +34,10 @@ constexpr size_t kControlReserve = 4 * kMaxControlRecordLength;
 constexpr int kMaxPollErrorsInARow = 16;
 // How long a graceful stop waits for the peer's FIN after sending close_notify.
 constexpr uint64_t kLingerMs = 2000;
+// onTruncation 'reset': how often, and for how long at most, the target socket's send queue is
+// checked before the reset (an RST discards what the target has not acknowledged yet).
+constexpr uint64_t kResetDrainTickMs = 5;
+constexpr uint64_t kResetDrainMaxMs = 2000;
 // A pipe's kernel buffer is 64 KiB by default: every 64 KiB write fills it and the pump and the
 // reader ping-pong through EAGAIN and wakeups. 1 MiB (Linux's default pipe-max-size) lets whole
 // batches through; measured in bench/: TLS -> pipe from 1.56 to 0.93 CPU s/GiB.

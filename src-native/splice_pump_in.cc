@@ -3,11 +3,16 @@
 #include "splice.h"
 
 #include <errno.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "splice_internal.h"
 
@@ -88,6 +93,16 @@ bool Splice::step_in(size_t* budget) {
   if (in_state_ == InState::kOpen && cipher_in_needs_more_ && (tcp_eof_ || stopping_)) {
     if (tcp_eof_ && !stopping_) {
       if (cipher_in_.size() > 0) {
+        // A truncation too: under 'reset' the target gets a reset, never a FIN, once it has
+        // acknowledged what was opened before the cut (flushed above), as in reset_target().
+        if (config_.on_truncation == Truncation::kReset) {
+          set_reset_on_close();
+          if (unacked_at_sink() > 0) {
+            end_.code = "ERR_TLS_SPLICE_TRUNCATED_RECORD";
+            end_.detail = "the peer's TCP stream ended inside a TLS record";
+            if (start_reset_drain(EndReason::kError)) return true;
+          }
+        }
         fail("ERR_TLS_SPLICE_TRUNCATED_RECORD", AlertDescription::kNone,
              "the peer's TCP stream ended inside a TLS record");
         return true;
@@ -248,14 +263,59 @@ void Splice::reset_target() {
   // A FIN would tell a plain backend the stream is complete; a cut upload must not look like one.
   // SO_LINGER {on, 0} is a property of the socket, shared with the user's fd: whichever close is
   // the last sends a reset instead of a FIN. Every byte that arrived before the cut was written
-  // to the target already (finish_in runs after the drain).
+  // to the target already (finish_in runs after the drain), but an RST discards what the target
+  // has not acknowledged: the reset waits (bounded) until the target's send queue is empty.
+  set_reset_on_close();
+  if (unacked_at_sink() > 0 && start_reset_drain(EndReason::kEnd)) return;
+  // No on_peer_end(): the JS layer would end the target's write side. The splice is over; the
+  // end reports peer_eof_without_close_notify.
+  finish(EndReason::kEnd);
+}
+
+void Splice::set_reset_on_close() {
   if (write_is_socket_ && sink_fd() >= 0) {
     const linger reset_on_close{1, 0};
     setsockopt(sink_fd(), SOL_SOCKET, SO_LINGER, &reset_on_close, sizeof(reset_on_close));
   }
-  // No on_peer_end(): the JS layer would end the target's write side. The splice is over; the
-  // end reports peer_eof_without_close_notify.
-  finish(EndReason::kEnd);
+}
+
+size_t Splice::unacked_at_sink() const {
+#ifdef SIOCOUTQ
+  int queued = 0;
+  if (write_is_socket_ && sink_fd() >= 0 && ioctl(sink_fd(), SIOCOUTQ, &queued) == 0 &&
+      queued > 0) {
+    return static_cast<size_t>(queued);
+  }
+#endif
+  return 0;
+}
+
+bool Splice::start_reset_drain(EndReason reason) {
+  if (linger_timer_initialized_ || uv_timer_init(loop_, &linger_timer_) != 0) return false;
+  reset_drain_reason_ = reason;
+  linger_timer_.data = this;
+  linger_timer_initialized_ = true;
+  open_handles_++;
+  reset_draining_ = true;
+  reset_drain_ticks_ = 0;
+  // Nothing more moves in either direction: the splice only waits, then ends as reset_target().
+  bool unused = false;
+  for (Watch* w : {&tcp_, &user_read_, &user_write_}) watch(w, 0, &unused);
+  if (idle_active_) {
+    uv_idle_stop(&idle_);
+    idle_active_ = false;
+  }
+  uv_timer_start(&linger_timer_, on_reset_drain_tick, kResetDrainTickMs, kResetDrainTickMs);
+  return true;
+}
+
+void Splice::on_reset_drain_tick(uv_timer_t* handle) {
+  Splice* self = static_cast<Splice*>(handle->data);
+  if (self->closing_) return;
+  if (self->unacked_at_sink() == 0 ||
+      ++self->reset_drain_ticks_ >= kResetDrainMaxMs / kResetDrainTickMs) {
+    self->finish(self->reset_drain_reason_);
+  }
 }
 
 void Splice::close_write_fd() {

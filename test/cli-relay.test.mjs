@@ -328,7 +328,9 @@ test('the agent killed mid-download (client silent): a reset, not a clean end',
   const { got, rec } = await killAgentMidTransfer({ upload: false });
   assert.equal(got.ended, undefined, 'the client saw a clean end of a truncated stream');
   assert.equal(got.error, 'ECONNRESET');
-  assert.equal(rec.truncated, true, `relay end: ${JSON.stringify(rec)}`);
+  // Killed inside a record: the end is the error ERR_TLS_SPLICE_TRUNCATED_RECORD, a truncation too.
+  assert.ok(rec.truncated === true || rec.code === 'ERR_TLS_SPLICE_TRUNCATED_RECORD',
+    `relay end: ${JSON.stringify(rec)}`);
 });
 
 test('SIGTERM: the relay drains a live tunnel (the client gets its bytes and an end) and exits 0; so does the agent',
