@@ -138,6 +138,38 @@ function concurrencyTable(s) {
   return lines;
 }
 
+// The commands scenario: the tls-splice commands against the same programs with plain Node pipes
+// (ratios tls-splice / plain Node) and, for terminate, HAProxy.
+function commandsTable(s) {
+  const by = (tool) => s.tools.find((t) => t.tool === tool);
+  const node = by('js-pump');
+  const haproxy = by('haproxy');
+  const name = { native: 'tls-splice', 'js-pump': 'plain Node', haproxy: 'HAProxy' };
+  const r = (t, ref, key) => (!t || !ref || t === ref ? '—' : ratio(t, ref, key));
+  const lines = [
+    '| terminate | new connections/s (min–max) | vs plain Node | vs HAProxy | CPU ms/connection | vs plain Node | ' +
+      'kept-alive req/s (min–max) | vs plain Node | vs HAProxy | CPU ms/request | h2load errors |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const t of s.tools) {
+    const x = t.summary;
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${withSpread(x.termConnRate, 0)} | ${r(t, node, 'termConnRate')} | ` +
+      `${r(t, haproxy, 'termConnRate')} | ${withSpread(x.termCpuMsPerConn)} | ${r(t, node, 'termCpuMsPerConn')} | ` +
+      `${withSpread(x.termKeepAliveRps, 0)} | ${r(t, node, 'termKeepAliveRps')} | ${r(t, haproxy, 'termKeepAliveRps')} | ` +
+      `${withSpread(x.termCpuMsPerKeptRequest, 3)} | ${fmt(x.h2loadErrors?.median, 0)} |`);
+  }
+  lines.push('', '| proxy / tunnel | proxy MB/s (min–max) | vs plain Node | proxy CPU s/GiB | vs plain Node | ' +
+    'tunnel MB/s (min–max) | vs plain Node | relay+agent CPU s/GiB | vs plain Node |', '|---|---|---|---|---|---|---|---|---|');
+  for (const t of s.tools) {
+    const x = t.summary;
+    if (!x.proxyMBps && !x.tunnelMBps) continue;
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${withSpread(x.proxyMBps, 0)} | ${r(t, node, 'proxyMBps')} | ` +
+      `${withSpread(x.proxyCpuPerGiB)} | ${r(t, node, 'proxyCpuPerGiB')} | ${withSpread(x.tunnelMBps, 0)} | ` +
+      `${r(t, node, 'tunnelMBps')} | ${withSpread(x.tunnelCpuPerGiB)} | ${r(t, node, 'tunnelCpuPerGiB')} |`);
+  }
+  return lines;
+}
+
 // The connections scenario: tls-splice against plain Node and HAProxy, ratios against both.
 function connectionsTable(s) {
   const by = (tool) => s.tools.find((t) => t.tool === tool);
@@ -295,6 +327,7 @@ export function markdownReport(results) {
     else if (s.unit === 'pingpong') lines.push(...pingpongTable(s));
     else if (s.unit === 'concurrency') lines.push(...concurrencyTable(s));
     else if (s.unit === 'connections') lines.push(...connectionsTable(s));
+    else if (s.unit === 'commands') lines.push(...commandsTable(s));
     else lines.push(...streamTable(s));
     const errors = s.tools.flatMap((t) => (t.summary.errors ?? []).map((e) => `${t.tool}: ${e.split('\n')[0]}`));
     if (errors.length) lines.push('', ...errors.map((e) => `- failed: ${e}`));
@@ -352,7 +385,7 @@ function niceMax(x) {
 }
 
 export function hasBulk(results) {
-  return results.scenarios.some((s) => s.unit !== 'connections');
+  return results.scenarios.some((s) => s.unit !== 'connections' && s.unit !== 'commands');
 }
 
 export function hasConnections(results) {
@@ -414,7 +447,7 @@ export function connectionsSvg(results) {
 }
 
 export function svgChart(results) {
-  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong' && s.unit !== 'connections');
+  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong' && s.unit !== 'connections' && s.unit !== 'commands');
   const tools = [...new Set(scenarios.flatMap((s) => s.tools.map((t) => t.tool)))];
   const barH = 11;
   const gap = 10;
