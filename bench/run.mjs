@@ -88,7 +88,7 @@ async function main() {
   const runs = opts.runs ?? (quick ? 1 : 3);
   const params = quick
     ? { bytes: 128 * 2 ** 20, concurrencyBytes: 128 * 2 ** 20, packets: 50000, exchanges: 3000, timeout: 60000,
-      connSeconds: 2, idleCounts: [300], commandSeconds: 2, proxyBytes: 64 * 2 ** 20, tunnelBytes: 32 * 10 ** 6 }
+      connSeconds: 2, idleCounts: [300], commandSeconds: 2, proxyBytes: 64 * 2 ** 20, tunnelBytes: 50 * 10 ** 6 }
     : { bytes: 2 ** 30, concurrencyBytes: 2 ** 30, packets: 300000, exchanges: 10000, timeout: 180000,
       connSeconds: 10, idleCounts: [1000, 5000], commandSeconds: 10, proxyBytes: 256 * 2 ** 20, tunnelBytes: 100 * 10 ** 6 };
   const scenarios = SCENARIOS.filter((s) => !opts.only || opts.only.includes(s.id));
