@@ -5,8 +5,9 @@
 //   1. terminate, in front of HAProxy `http-request return` (a plain HTTP backend): h2load --h1
 //      -c 50, first with `Connection: close` (one TLS handshake per request: new connections/s),
 //      then kept alive (requests/s); CPU per request of the terminator from /proc/<pid>/stat.
-//   2. proxy: curl downloads `bytes` from a local HTTPS origin (Node https, zeros) through an
-//      https:// proxy's CONNECT tunnel; MB/s as curl measured it, CPU s/GiB of the proxy.
+//   2. proxy: curl downloads `proxyBytes` from a local HTTPS origin (Node https, zeros) through an
+//      https:// proxy's CONNECT tunnel into `benchtool sink` (checks every byte); MB/s as curl
+//      measured it, CPU s/GiB of the proxy.
 //   3. tunnel: relay + agent (mutual TLS link) carry `tunnelBytes` from a plain TCP client
 //      (`benchtool peer`) through the relay's public port to `benchtool sink` (checks zeros, times
 //      first to last byte); MB/s at the sink, CPU s/GiB of relay + agent together.
@@ -14,7 +15,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { BENCHTOOL, BENCH_DIR, Proc, ROOT, freePort, waitJson, waitListening } from './proc.mjs';
+import { BENCHTOOL, BENCH_DIR, Proc, ROOT, freePort, quote, shell, waitJson, waitListening } from './proc.mjs';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const CERT = path.join(FIXTURES, 'server.pem');
@@ -163,16 +164,24 @@ async function proxy(tool, { proxyBytes, tmp, timeout }) {
     procs.push(ut);
     await ut.waitFor(/listening/);
     const a = cpuS(ut.child.pid);
-    const curl = new Proc('curl', 'curl', ['-sS', '-o', '/dev/null', '--proxy', `https://127.0.0.1:${port}`,
-      '--proxy-cacert', CA, '--cacert', CA, '-w', '%{http_code} %{size_download} %{speed_download} %{time_total}',
-      `https://127.0.0.1:${originPort}/`]);
+    // The download goes into `benchtool sink`, which checks every byte is zero and counts them;
+    // curl's own figures go to stderr.
+    const sinkReport = path.join(tmp, 'proxy-sink.json');
+    const curl = shell('curl | sink', `exec curl -sS --proxy https://127.0.0.1:${port} --proxy-cacert ${quote(CA)} ` +
+      `--cacert ${quote(CA)} -w '%{stderr}result %{http_code} %{size_download} %{speed_download} %{time_total}\\n' ` +
+      `https://127.0.0.1:${originPort}/ | exec ${quote(BENCHTOOL)} sink --check zero --report ${quote(sinkReport)}`);
     procs.push(curl);
     await curl.wait(timeout);
     const b = cpuS(ut.child.pid);
-    if (curl.done.code !== 0) throw new Error(`curl failed (${JSON.stringify(curl.done)}): ${curl.stderr}`);
-    const [status, size, speed, total] = curl.stdout.trim().split(' ').map(Number);
+    const line = /result (\d+) (\d+) (\S+) (\S+)/.exec(curl.stderr);
+    if (curl.done.code !== 0 || !line) throw new Error(`curl | sink failed (${JSON.stringify(curl.done)}): ${curl.stderr}`);
+    const [status, size, speed, total] = line.slice(1).map(Number);
     if (status !== 200 || size !== proxyBytes) {
       throw new Error(`curl got status ${status} and ${size} bytes, expected 200 and ${proxyBytes}`);
+    }
+    const s = await waitJson(sinkReport);
+    if (!s.ok || s.bytes !== proxyBytes) {
+      throw new Error(`the proxy sink got ${s.bytes} bytes (${s.ok ? 'all zeros' : `wrong at offset ${s.badAt}`}), expected ${proxyBytes} zeros`);
     }
     return { bytes: size, bytesPerS: speed, seconds: total, cpuS: b - a };
   } finally {

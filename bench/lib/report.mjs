@@ -20,6 +20,13 @@ const PEERS = {
   'zero-to-tls': `source: /dev/zero opened by the process under test (the splice engines are stopped once the size went out, the others read exactly the size); TLS peer: ${FAST_PEER} receiving and checking zeros`,
   duplex: `both ways at once, the size each way; near end: \`benchtool source\` and \`benchtool sink\` on FIFOs; far end: ${FAST_PEER} sending the pattern and checking what it gets`,
   bridge: `client: ${FAST_PEER} sending zeros over TLS to the proxy under test; the proxy opens a plain TCP connection to \`benchtool sink --listen\` (checks zeros)`,
+  commands: 'the real commands (`node bin/tls-splice.js terminate|proxy|relay|agent`) beside bench/plain-commands.mjs ' +
+    '(tls.createServer / tls.connect / net.connect + pipe() both ways). terminate: in front of HAProxy `http-request return`, ' +
+    '`h2load --h1 -c 50` over TLS with `Connection: close` (new connections/s) then kept alive (requests/s), CPU per request of ' +
+    'the terminator from /proc/<pid>/stat. proxy: curl through the https:// proxy (CONNECT) from a local Node https origin ' +
+    'sending zeros, piped into `benchtool sink` (checks every byte); curl\'s speed_download, CPU s/GiB of the proxy. tunnel: ' +
+    '`benchtool peer` (plain TCP) → relay public port → mTLS link → agent → `benchtool sink` (checks zeros, times first to ' +
+    'last byte); CPU s/GiB of relay + agent together',
   connections: 'backend: HAProxy in mode http answering `http-request return status 200` (its own process, one thread); ' +
     'load: `wrk -t1 -c50` over TLS 1.3, first with `Connection: close` (one TLS handshake per request: new connections/s), ' +
     'then kept alive (requests/s); each terminator sets TCP_NODELAY on both sockets (tls-splice: `spliceTo(..., { engine: \'native\', noDelay: true })` ' +
@@ -309,6 +316,10 @@ export function markdownReport(results) {
     lines.push(`Code: commit ${results.git.commit}${results.git.dirty.length ? ` with uncommitted changes to ${results.git.dirty.map((l) => l.slice(3)).join(', ')} (the working tree is shared)` : ''}` +
       `${results.pinned ? '; process under test pinned to its own CPU with taskset' : ''}.`);
     lines.push('');
+  }
+  if (results.scenarios.some((s) => s.unit === 'commands')) {
+    lines.push(`commands: terminate phases of ${p.commandSeconds} s each, proxy download ${p.proxyBytes / 2 ** 20} MiB, ` +
+      `tunnel ${p.tunnelBytes / 1e6} MB.`, '');
   }
   lines.push(`${results.runs} run(s) per case, interleaved; median (min–max). Stream size ` +
     `${p.bytes / 2 ** 20} MiB; ${p.packets} packets; ${p.exchanges} ping-pong exchanges. ` +
