@@ -88,9 +88,9 @@ async function main() {
   const runs = opts.runs ?? (quick ? 1 : 3);
   const params = quick
     ? { bytes: 128 * 2 ** 20, concurrencyBytes: 128 * 2 ** 20, packets: 50000, exchanges: 3000, timeout: 60000,
-      connSeconds: 2, idleCounts: [300] }
+      connSeconds: 2, idleCounts: [300], commandSeconds: 2, proxyBytes: 64 * 2 ** 20, tunnelBytes: 50 * 10 ** 6 }
     : { bytes: 2 ** 30, concurrencyBytes: 2 ** 30, packets: 300000, exchanges: 10000, timeout: 180000,
-      connSeconds: 10, idleCounts: [1000, 5000] };
+      connSeconds: 10, idleCounts: [1000, 5000], commandSeconds: 10, proxyBytes: 256 * 2 ** 20, tunnelBytes: 100 * 10 ** 6 };
   const scenarios = SCENARIOS.filter((s) => !opts.only || opts.only.includes(s.id));
   const cases = [];
   for (const s of scenarios) {
@@ -124,7 +124,13 @@ async function main() {
           c.runs.push(run);
           load.samples.push(loadavg()[0]);
           const f = run.figures;
-          const what = f?.connRate !== undefined
+          const what = f?.termConnRate !== undefined
+            ? `terminate ${f.termConnRate.toFixed(0)} new conn/s (${f.termCpuMsPerConn.toFixed(2)} CPU ms/conn), ` +
+              `kept-alive ${f.termKeepAliveRps.toFixed(0)} req/s` +
+              (f.proxyMBps !== undefined ? `; proxy ${f.proxyMBps.toFixed(0)} MB/s, ${f.proxyCpuPerGiB.toFixed(2)} CPU s/GiB` : '') +
+              (f.tunnelMBps !== undefined ? `; tunnel ${f.tunnelMBps.toFixed(0)} MB/s, ${f.tunnelCpuPerGiB.toFixed(2)} CPU s/GiB` : '') +
+              (f.h2loadErrors ? `, ${f.h2loadErrors} h2load errors` : '')
+            : f?.connRate !== undefined
             ? `${f.connRate.toFixed(0)} new connections/s, ${f.cpuMsPerConn.toFixed(2)} CPU ms/conn` +
               (f.mainMsPerConn !== null ? ` (main thread ${f.mainMsPerConn.toFixed(2)})` : '') +
               `, kept-alive ${f.keepAliveRps.toFixed(0)} req/s` +

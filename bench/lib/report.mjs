@@ -20,6 +20,13 @@ const PEERS = {
   'zero-to-tls': `source: /dev/zero opened by the process under test (the splice engines are stopped once the size went out, the others read exactly the size); TLS peer: ${FAST_PEER} receiving and checking zeros`,
   duplex: `both ways at once, the size each way; near end: \`benchtool source\` and \`benchtool sink\` on FIFOs; far end: ${FAST_PEER} sending the pattern and checking what it gets`,
   bridge: `client: ${FAST_PEER} sending zeros over TLS to the proxy under test; the proxy opens a plain TCP connection to \`benchtool sink --listen\` (checks zeros)`,
+  commands: 'the real commands (`node bin/tls-splice.js terminate|proxy|relay|agent`) beside bench/plain-commands.mjs ' +
+    '(tls.createServer / tls.connect / net.connect + pipe() both ways). terminate: in front of HAProxy `http-request return`, ' +
+    '`h2load --h1 -c 50` over TLS with `Connection: close` (new connections/s) then kept alive (requests/s), CPU per request of ' +
+    'the terminator from /proc/<pid>/stat. proxy: curl through the https:// proxy (CONNECT) from a local Node https origin ' +
+    'sending zeros, piped into `benchtool sink` (checks every byte); curl\'s speed_download, CPU s/GiB of the proxy. tunnel: ' +
+    '`benchtool peer` (plain TCP) → relay public port → mTLS link → agent → `benchtool sink` (checks zeros, times first to ' +
+    'last byte); CPU s/GiB of relay + agent together',
   connections: 'backend: HAProxy in mode http answering `http-request return status 200` (its own process, one thread); ' +
     'load: `wrk -t1 -c50` over TLS 1.3, first with `Connection: close` (one TLS handshake per request: new connections/s), ' +
     'then kept alive (requests/s); each terminator sets TCP_NODELAY on both sockets (tls-splice: `spliceTo(..., { engine: \'native\', noDelay: true })` ' +
@@ -134,6 +141,38 @@ function concurrencyTable(s) {
     lines.push(`| ${t.tool}${failures(t)} | ${withSpread(x.gbps, 3)} | ${ratio(t, native, 'gbps')} | ` +
       `${withSpread(x.cpuPerGiB)} | ${ratio(t, native, 'cpuPerGiB')} | ${withSpread(x.mbPerSplice, 2)} | ` +
       `${pct(x.elu)} | ${fmt(x.peakRssMB?.median, 0)} |`);
+  }
+  return lines;
+}
+
+// The commands scenario: the tls-splice commands against the same programs with plain Node pipes
+// (ratios tls-splice / plain Node) and, for terminate, HAProxy.
+function commandsTable(s) {
+  const by = (tool) => s.tools.find((t) => t.tool === tool);
+  const node = by('js-pump');
+  const haproxy = by('haproxy');
+  const name = { native: 'tls-splice', 'js-pump': 'plain Node', haproxy: 'HAProxy' };
+  const r = (t, ref, key) => (!t || !ref || t === ref ? '—' : ratio(t, ref, key));
+  const lines = [
+    '| terminate | new connections/s (min–max) | vs plain Node | vs HAProxy | CPU ms/connection | vs plain Node | ' +
+      'kept-alive req/s (min–max) | vs plain Node | vs HAProxy | CPU ms/request | h2load errors |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const t of s.tools) {
+    const x = t.summary;
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${withSpread(x.termConnRate, 0)} | ${r(t, node, 'termConnRate')} | ` +
+      `${r(t, haproxy, 'termConnRate')} | ${withSpread(x.termCpuMsPerConn)} | ${r(t, node, 'termCpuMsPerConn')} | ` +
+      `${withSpread(x.termKeepAliveRps, 0)} | ${r(t, node, 'termKeepAliveRps')} | ${r(t, haproxy, 'termKeepAliveRps')} | ` +
+      `${withSpread(x.termCpuMsPerKeptRequest, 3)} | ${fmt(x.h2loadErrors?.median, 0)} |`);
+  }
+  lines.push('', '| proxy / tunnel | proxy MB/s (min–max) | vs plain Node | proxy CPU s/GiB | vs plain Node | ' +
+    'tunnel MB/s (min–max) | vs plain Node | relay+agent CPU s/GiB | vs plain Node |', '|---|---|---|---|---|---|---|---|---|');
+  for (const t of s.tools) {
+    const x = t.summary;
+    if (!x.proxyMBps && !x.tunnelMBps) continue;
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${withSpread(x.proxyMBps, 0)} | ${r(t, node, 'proxyMBps')} | ` +
+      `${withSpread(x.proxyCpuPerGiB)} | ${r(t, node, 'proxyCpuPerGiB')} | ${withSpread(x.tunnelMBps, 0)} | ` +
+      `${r(t, node, 'tunnelMBps')} | ${withSpread(x.tunnelCpuPerGiB)} | ${r(t, node, 'tunnelCpuPerGiB')} |`);
   }
   return lines;
 }
@@ -278,6 +317,10 @@ export function markdownReport(results) {
       `${results.pinned ? '; process under test pinned to its own CPU with taskset' : ''}.`);
     lines.push('');
   }
+  if (results.scenarios.some((s) => s.unit === 'commands')) {
+    lines.push(`commands: terminate phases of ${p.commandSeconds} s each, proxy download ${p.proxyBytes / 2 ** 20} MiB, ` +
+      `tunnel ${p.tunnelBytes / 1e6} MB.`, '');
+  }
   lines.push(`${results.runs} run(s) per case, interleaved; median (min–max). Stream size ` +
     `${p.bytes / 2 ** 20} MiB; ${p.packets} packets; ${p.exchanges} ping-pong exchanges. ` +
     'Throughput: bytes / (last − first byte at the sink) where there is a sink process, else the ' +
@@ -295,6 +338,7 @@ export function markdownReport(results) {
     else if (s.unit === 'pingpong') lines.push(...pingpongTable(s));
     else if (s.unit === 'concurrency') lines.push(...concurrencyTable(s));
     else if (s.unit === 'connections') lines.push(...connectionsTable(s));
+    else if (s.unit === 'commands') lines.push(...commandsTable(s));
     else lines.push(...streamTable(s));
     const errors = s.tools.flatMap((t) => (t.summary.errors ?? []).map((e) => `${t.tool}: ${e.split('\n')[0]}`));
     if (errors.length) lines.push('', ...errors.map((e) => `- failed: ${e}`));
@@ -352,7 +396,7 @@ function niceMax(x) {
 }
 
 export function hasBulk(results) {
-  return results.scenarios.some((s) => s.unit !== 'connections');
+  return results.scenarios.some((s) => s.unit !== 'connections' && s.unit !== 'commands');
 }
 
 export function hasConnections(results) {
@@ -414,7 +458,7 @@ export function connectionsSvg(results) {
 }
 
 export function svgChart(results) {
-  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong' && s.unit !== 'connections');
+  const scenarios = results.scenarios.filter((s) => s.unit !== 'pingpong' && s.unit !== 'connections' && s.unit !== 'commands');
   const tools = [...new Set(scenarios.flatMap((s) => s.tools.map((t) => t.tool)))];
   const barH = 11;
   const gap = 10;

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { commands } from './commands.mjs';
 import { connections } from './connections.mjs';
 import {
   BENCHTOOL, BENCH_DIR, Proc, ROOT, createNetns, delay, deleteNetns, freePort, mkfifo, quote,
@@ -447,4 +448,5 @@ export const SCENARIOS = [
   concurrencyScenario(256),
   concurrencyScenario(16, { scale: 4, tools: ['native', 'js-engine'] }),
   connections,
+  commands,
 ];

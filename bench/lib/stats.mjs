@@ -1,4 +1,5 @@
 // Figures from raw case results, and their median and spread over repeats.
+import { COMMAND_FIGURES, commandFigures } from './commands.mjs';
 import { CONNECTION_FIGURES, connectionFigures } from './connections.mjs';
 
 export const GIB = 2 ** 30;
@@ -23,6 +24,7 @@ function ns(value) {
 // One run of one case -> the figures reported.
 export function figures(raw) {
   if (raw.kind === 'connections') return connectionFigures(raw);
+  if (raw.kind === 'commands') return commandFigures(raw);
   const f = { bytes: raw.bytes };
   // The transfer time: from the first to the last byte at the sink when there is one (measured
   // outside the process under test, the same way for every tool); else the process's own span.
@@ -64,7 +66,7 @@ export function figures(raw) {
 }
 
 export const FIGURES = ['gbps', 'cpuPerGiB', 'elu', 'mainCpuShare', 'peakRssMB', 'peerCpuShare', 'kpps', 'rttP50Us',
-  'rttP99Us', 'cpuUsPerExchange', 'mbPerSplice', 'seconds', ...CONNECTION_FIGURES];
+  'rttP99Us', 'cpuUsPerExchange', 'mbPerSplice', 'seconds', ...CONNECTION_FIGURES, ...COMMAND_FIGURES];
 
 // All runs of one (scenario, tool) -> { fig: { median, min, max, n } }.
 export function summarize(runs) {
