@@ -13,7 +13,6 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 
-import { spliceTo } from '../dist/index.js';
 import { PrngStream, sha256 } from './helpers/data.mjs';
 import { FIXTURES } from './helpers/peers.mjs';
 import { Cli, runCli, startCli, stopAllClis } from './helpers/cli.mjs';
@@ -268,17 +267,6 @@ test('the relay restarts: the agent reconnects with backoff and serves again',
     await agent.waitForStderr(/no link to the relay/);
   });
 
-// Whether the library has onTruncation (issue 10 item 6): it then refuses an unknown value,
-// naming the option. (The handle is never started.)
-function libraryHasOnTruncation() {
-  try {
-    spliceTo({}, 0, { onTruncation: 'not-a-mode' });
-    return false;
-  } catch (err) {
-    return err.code === 'ERR_TLS_SPLICE_INVALID_ARG' && /onTruncation/.test(err.message);
-  }
-}
-
 // Kills the agent once the public client has received 8 MiB of an endless download, and
 // resolves with how the client's socket ended. `upload`: the client keeps sending too. The client
 // is test/helpers/reset-probe.py: a Node client cannot tell a reset from a FIN reliably (libuv
@@ -309,12 +297,8 @@ async function killAgentMidTransfer({ upload }) {
   }
 }
 
-const TRUNCATION_TODO = libraryHasOnTruncation() ? false
-  : "needs the library's onTruncation: 'reset' (issue 10 item 6): without it the native engine " +
-    "passes the link's bare FIN on to the public client before the relay's reset";
-
 test('the agent killed mid-transfer (both ways busy): the public client gets ECONNRESET',
-  { timeout: 90000, todo: TRUNCATION_TODO, skip: requireProgram('python3', 'python3') }, async () => {
+  { timeout: 90000, skip: requireProgram('python3', 'python3') }, async () => {
     const { got, rec } = await killAgentMidTransfer({ upload: true });
     assert.equal(got.ended, undefined, 'the client saw a clean end of a truncated stream');
     assert.equal(got.error, 'ECONNRESET');
@@ -323,11 +307,11 @@ test('the agent killed mid-transfer (both ways busy): the public client gets ECO
 
 // The link's FIN without close_notify must not reach the client as a FIN. The relay resets the
 // client when the splice ends truncated, but before that the library passes the peer's EOF on
-// to a socket target (shutdown SHUT_WR) unless it has onTruncation: 'reset' (which the relay
-// asks for). Until the library has it, these two are todos (the first one passes at times:
-// when the agent dies with unread bytes its kernel sends a reset, not a FIN).
+// to a socket target (shutdown SHUT_WR) unless it has onTruncation: 'reset', which the relay
+// asks for. (The case above passes without it at times: when the agent dies with unread bytes
+// its kernel sends a reset, not a FIN.)
 test('the agent killed mid-download (client silent): a reset, not a clean end',
-  { timeout: 90000, todo: TRUNCATION_TODO, skip: requireProgram('python3', 'python3') }, async () => {
+  { timeout: 90000, skip: requireProgram('python3', 'python3') }, async () => {
   const { got, rec } = await killAgentMidTransfer({ upload: false });
   assert.equal(got.ended, undefined, 'the client saw a clean end of a truncated stream');
   assert.equal(got.error, 'ECONNRESET');

@@ -15,7 +15,7 @@ import type * as tls from 'node:tls';
 import { createSecureContext } from 'node:tls';
 
 import { SpliceGroup, connect, proxyProtocolHeader, readPreamble } from '../index';
-import type { LinePreamble, ProxyProtocolAddress, SpliceOptions } from '../index';
+import type { LinePreamble, ProxyProtocolAddress } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
   dial,
@@ -264,8 +264,8 @@ async function run(values: ParsedValues): Promise<void> {
     try {
       await spliceConnection(link, backend, {
         command: 'agent', group, logger, client, backend: toName, startedAt, head,
-        // 'reset' where the library has it: a truncated link must not end the backend cleanly.
-        splice: { onTruncation: 'reset' } as SpliceOptions,
+        // A truncated link must not end the backend cleanly (spliceConnection's default too).
+        splice: { onTruncation: 'reset' },
       });
     } catch {
       // Logged by spliceConnection from the handle's end.

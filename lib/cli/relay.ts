@@ -22,7 +22,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 
 import { SpliceGroup, createServer, readPreamble, spliceTo } from '../index';
-import type { LinePreamble, SpliceHandle, SpliceOptions } from '../index';
+import type { LinePreamble, SpliceHandle } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
   formatAddr, handleSignals, listen, loadTlsFiles, onHandshakeFailure, parseAddr, parseLogFormat,
@@ -269,10 +269,8 @@ async function run(values: ParsedValues): Promise<void> {
     }
     let handle: SpliceHandle;
     try {
-      // 'reset' where the library has it: a truncated link must not end the client cleanly.
-      handle = spliceTo(link, client.socket, {
-        head: answer.rest, onTruncation: 'reset',
-      } as SpliceOptions);
+      // A truncated link must not end the client cleanly.
+      handle = spliceTo(link, client.socket, { head: answer.rest, onTruncation: 'reset' });
     } catch (err) {
       // The client left while the agent answered (its socket is destroyed).
       link.destroy();
