@@ -556,8 +556,8 @@ describe('fault: 1,000 concurrent splices stopped at random moments', () => {
       `ms: ${JSON.stringify(phase)}`);
   }
 
-  test(`${COUNT} splices to loopback Node peers in a child, twice: every byte accounted for, fds back, RSS flat`,
-    { timeout: 150000 }, async () => {
+  test(`${COUNT} splices to loopback Node peers in a child, three times: every byte accounted for, fds back, RSS flat`,
+    { timeout: 200000 }, async () => {
       peers = spawn(process.execPath, [CHILD, 'peers'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const reports = new Map();   // `${kind}:${id}` -> report
       let listening;
@@ -569,16 +569,20 @@ describe('fault: 1,000 concurrent splices stopped at random moments', () => {
       const ports = await withTimeout(ready, 10000, 'the peers listening');
       const start = await snapshot();   // with the IPC channel open
 
+      // The allocator (glibc arenas, V8's heap) keeps what a round used, about 300 KiB per
+      // splice, but how much a round reaches depends on how many splices were moving bytes when
+      // stopped, which varies with the machine's load (268 to 808 of 1,000 seen): one round did
+      // not always reach the high-water mark (+5.9, +13.4 and +48.6 MiB on a second round). Two
+      // rounds set it; a third must reuse it, not add to it. A leak grows every round.
       await round(0, ports, reports);
-      await assertFdsBack(start.fds, `after ${COUNT} splices`, { timeout: 15000 });
-      // The allocator keeps what the first round's buffers used (about 300 KiB per splice); a
-      // second round must reuse it, not add to it.
-      const first = await snapshot();
       await round(1, ports, reports);
       await assertFdsBack(start.fds, `after ${2 * COUNT} splices`, { timeout: 15000 });
-      const growth = await assertRssBounded(first.rss, 48 * 1024 * 1024, 'the second round over the first');
-      console.log(`# RSS: +${((first.rss - start.rss) / 1048576).toFixed(1)} MiB after round 0 ` +
-        `(allocator high-water mark), +${(growth / 1048576).toFixed(1)} MiB more after round 1`);
+      const warm = await snapshot();
+      await round(2, ports, reports);
+      await assertFdsBack(start.fds, `after ${3 * COUNT} splices`, { timeout: 15000 });
+      const growth = await assertRssBounded(warm.rss, 48 * 1024 * 1024, 'the third round over the first two');
+      console.log(`# RSS: +${((warm.rss - start.rss) / 1048576).toFixed(1)} MiB after rounds 0-1 ` +
+        `(allocator high-water mark), ${growth < 0 ? '' : '+'}${(growth / 1048576).toFixed(1)} MiB after round 2`);
 
       peers.send({ type: 'exit' });
       await withTimeout(new Promise((resolve) => peers.once('exit', resolve)), 10000, 'the peers exiting');
