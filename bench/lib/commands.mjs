@@ -16,10 +16,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { BENCHTOOL, BENCH_DIR, Proc, ROOT, freePort, quote, shell, waitJson, waitListening } from './proc.mjs';
+import { haproxyBackend, haproxyTerminator } from './connections.mjs';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const CERT = path.join(FIXTURES, 'server.pem');
 const KEY = path.join(FIXTURES, 'server-key.pem');
+// HAProxy's maxconn in this scenario (a few thousand: the fd limit here is 20,000).
+const HAPROXY_MAXCONN = 4000;
 const CA = path.join(FIXTURES, 'ca.pem');
 const CLIENT_CERT = path.join(FIXTURES, 'client.pem');
 const CLIENT_KEY = path.join(FIXTURES, 'client-key.pem');
@@ -58,33 +61,6 @@ function requirePrograms() {
 }
 
 // --- 1. terminate ---------------------------------------------------------------------------------
-
-function haproxyBackend(tmp, port) {
-  const cfg = path.join(tmp, 'backend.cfg');
-  fs.writeFileSync(cfg, [
-    'global', '  maxconn 4000', '  nbthread 1',
-    'defaults', '  mode http', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
-    '  timeout http-keep-alive 60s',
-    'frontend backend', `  bind 127.0.0.1:${port}`,
-    '  http-request return status 200 content-type text/plain string ok',
-    '',
-  ].join('\n'));
-  return new Proc('haproxy backend', 'haproxy', ['-db', '-f', cfg]);
-}
-
-function haproxyTerminator(tmp, port, backendPort) {
-  const pem = path.join(tmp, 'server-with-key.pem');
-  fs.writeFileSync(pem, Buffer.concat([fs.readFileSync(CERT), fs.readFileSync(KEY)]));
-  const cfg = path.join(tmp, 'terminator.cfg');
-  fs.writeFileSync(cfg, [
-    'global', '  maxconn 4000',
-    'defaults', '  mode tcp', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
-    'frontend tls', `  bind 127.0.0.1:${port} ssl crt ${pem}`, '  default_backend plain',
-    'backend plain', `  server be 127.0.0.1:${backendPort}`,
-    '',
-  ].join('\n'));
-  return new Proc('haproxy terminator', 'haproxy', ['-db', '-f', cfg], UT);
-}
 
 // h2load's summary: requests done / succeeded / failed / errored, and its req/s.
 function parseH2load(out) {
@@ -128,11 +104,11 @@ async function h2load(port, pid, { seconds, close, timeout }) {
 async function terminate(tool, { commandSeconds, tmp, timeout }) {
   const backendPort = freePort();
   const port = freePort();
-  const procs = [haproxyBackend(tmp, backendPort)];
+  const procs = [haproxyBackend(tmp, backendPort, HAPROXY_MAXCONN)];
   try {
     await waitListening(backendPort, { proc: procs[0] });
     let ut;
-    if (tool === 'haproxy') ut = haproxyTerminator(tmp, port, backendPort);
+    if (tool === 'haproxy') ut = haproxyTerminator(tmp, port, backendPort, HAPROXY_MAXCONN);
     else if (tool === 'native') {
       ut = tlsSplice('terminate', ['--listen', addr(port), '--cert', CERT, '--key', KEY, '--to', addr(backendPort)]);
     } else ut = plainNode({ mode: 'terminate', port, to: backendPort, cert: CERT, key: KEY });

@@ -75,10 +75,12 @@ async function settle(pid, timeout = 20000) {
 
 // --- processes ------------------------------------------------------------------------------------
 
-function haproxyBackend(tmp, port) {
+// HAProxy as the cheap HTTP backend, and as the reference TLS terminator (mode tcp, ssl);
+// bench/lib/commands.mjs uses both too.
+export function haproxyBackend(tmp, port, maxconn = HAPROXY_MAXCONN) {
   const cfg = path.join(tmp, 'backend.cfg');
   fs.writeFileSync(cfg, [
-    'global', `  maxconn ${HAPROXY_MAXCONN}`, '  nbthread 1',
+    'global', `  maxconn ${maxconn}`, '  nbthread 1',
     'defaults', '  mode http', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
     '  timeout http-keep-alive 60s',
     'frontend backend', `  bind 127.0.0.1:${port}`,
@@ -88,12 +90,12 @@ function haproxyBackend(tmp, port) {
   return new Proc('haproxy backend', 'haproxy', ['-db', '-f', cfg]);
 }
 
-function haproxyTerminator(tmp, port, backendPort) {
+export function haproxyTerminator(tmp, port, backendPort, maxconn = HAPROXY_MAXCONN) {
   const pem = path.join(tmp, 'server-with-key.pem');
   fs.writeFileSync(pem, Buffer.concat([fs.readFileSync(CERT), fs.readFileSync(KEY)]));
   const cfg = path.join(tmp, 'terminator.cfg');
   fs.writeFileSync(cfg, [
-    'global', `  maxconn ${HAPROXY_MAXCONN}`,
+    'global', `  maxconn ${maxconn}`,
     'defaults', '  mode tcp', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
     'frontend tls', `  bind 127.0.0.1:${port} ssl crt ${pem}`, '  default_backend plain',
     'backend plain', `  server be 127.0.0.1:${backendPort}`,
