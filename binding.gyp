@@ -12,6 +12,7 @@
         "src-native/record_layer.cc",
         "src-native/framing.cc",
         "src-native/owned_fd.cc",
+        "src-native/buffer_arena.cc",
         "src-native/splice.cc",
         "src-native/splice_pump_in.cc",
         "src-native/splice_pump_out.cc",

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "buffer_arena.h"
 #include "key_schedule.h"
 
 #include "splice_internal.h"
@@ -37,9 +37,8 @@ bool Splice::map_buffers(size_t cipher_in, size_t plain_in, size_t plain_out,
   ByteBuffer* buffers[4] = {&cipher_in_, &plain_in_, &plain_out_, &cipher_out_};
   size_t total = 0;
   for (size_t n : sizes) total += round_up(n);
-  void* arena = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (arena == MAP_FAILED) return false;
-  arena_ = static_cast<uint8_t*>(arena);
+  arena_ = buffer_arena::acquire(total);
+  if (arena_ == nullptr) return false;
   arena_size_ = total;
   size_t offset = 0;
   for (int i = 0; i < 4; i++) {
@@ -54,8 +53,8 @@ bool Splice::map_buffers(size_t cipher_in, size_t plain_in, size_t plain_out,
 void Splice::unmap_buffers() {
   if (arena_ == nullptr) return;
   // Cleartext and ciphertext only (the keys live in the record layer, wiped on their own): the
-  // kernel zeroes the pages before any other use, so they are not wiped first.
-  munmap(arena_, arena_size_);
+  // cache zeroes what it keeps, the kernel what it gets back.
+  buffer_arena::release(arena_, arena_size_);
   arena_ = nullptr;
   for (ByteBuffer* b : {&cipher_in_, &plain_in_, &plain_out_, &cipher_out_}) *b = ByteBuffer{};
 }

@@ -160,9 +160,10 @@ class Splice : public std::enable_shared_from_this<Splice> {
     void compact();
   };
 
-  // The four buffers live in one anonymous mapping: pages never touched cost nothing, and all of
-  // it goes back to the kernel (which zeroes it) when the splice ends. As heap blocks they stayed
-  // resident after a peak of many splices.
+  // The four buffers live in one anonymous mapping: pages never touched cost nothing. When the
+  // splice ends it goes back to the kernel, or, if little of it is resident, to a bounded cache
+  // for the next splice (buffer_arena.h). As heap blocks they stayed resident after a peak of
+  // many splices.
   bool map_buffers(size_t cipher_in, size_t plain_in, size_t plain_out, size_t cipher_out);
   void unmap_buffers();
   uint8_t* arena_ = nullptr;

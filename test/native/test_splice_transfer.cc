@@ -2,6 +2,7 @@
 // a Splice on an IoThread, for the three TLS 1.3 suites and three TLS 1.2 AEAD suites, in both
 // roles, with a socketpair and with pipes as the user side. Both ends close with close_notify.
 // Also: TLS 1.3 tickets the OpenSSL server sends after the handshake are skipped and counted.
+#include "../../src-native/buffer_arena.h"
 #include "splice_harness.h"
 
 using namespace tls_splice;
@@ -56,6 +57,30 @@ void transfer(harness::TlsParams params, uint64_t bytes, const std::string& extr
   CHECK(h.splice->closed());
 }
 
+// A short splice's buffer arena goes to the cache when it ends and the next splice of the same
+// shape takes it (wiped), moving its bytes intact; a bulk splice's goes back to the kernel.
+void arena_reuse() {
+  buffer_arena::trim();
+  const ArenaCacheStats s0 = buffer_arena::stats();
+  transfer(harness::all_params()[0], 3000, " short, fresh arena");
+  const ArenaCacheStats s1 = buffer_arena::stats();
+  test::begin_case("a short splice's arena is kept");
+  CHECK_U64(s1.mapped, s0.mapped + 1);
+  CHECK_EQ(s1.entries, size_t{1});
+  transfer(harness::all_params()[0], 5000, " short, reused arena");
+  const ArenaCacheStats s2 = buffer_arena::stats();
+  test::begin_case("the next splice reuses it");
+  CHECK_U64(s2.reused, s1.reused + 1);
+  CHECK_U64(s2.mapped, s1.mapped);
+  CHECK_EQ(s2.entries, size_t{1});
+  transfer(harness::all_params()[0], 4 * kMiB, " bulk, reused arena");
+  const ArenaCacheStats s3 = buffer_arena::stats();
+  test::begin_case("a bulk splice's arena goes back to the kernel");
+  CHECK_U64(s3.reused, s2.reused + 1);
+  CHECK_U64(s3.unmapped, s2.unmapped + 1);
+  CHECK_EQ(s3.entries, size_t{0});
+}
+
 }  // namespace
 
 int main() {
@@ -84,5 +109,6 @@ int main() {
   // Small and empty transfers.
   transfer(harness::all_params()[1], 0, " empty");
   transfer(harness::all_params()[4], 1, " one byte");
+  arena_reuse();
   return test::finish("test_splice_transfer");
 }
