@@ -80,7 +80,9 @@ if (process.argv[4] === 'child') {
 } else {
   if (!globalThis.gc) throw new Error('idle-rss: run with node --expose-gc');
   if (!KINDS.includes(mode)) throw new Error(`idle-rss: kind is one of ${KINDS.join(', ')}`);
-  const lib = await import(path.join(HERE, '..', 'dist', 'index.js'));
+  // IDLE_RSS_DIST: another build's dist/ (an A/B comparison).
+  const lib = await import(path.join(process.env.IDLE_RSS_DIST ?? path.join(HERE, '..', 'dist'),
+    'index.js'));
   const child = fork(fileURLToPath(import.meta.url), [String(N), mode, 'child']);
   const { backend } = await new Promise((resolve) => child.once('message', resolve));
   const kept = [];

@@ -158,6 +158,20 @@ export function writeCallbackProvesWrite(stream: { destroyed: boolean },
   return !err && !stream.destroyed;
 }
 
+// Frees Node's OpenSSL state of a TLSSocket (the SSL object, its BIOs and buffers) without
+// destroying the socket: TLSSocket._destroySSL(), which Node itself calls when a TLSSocket is
+// destroyed (again then: it returns at once when the SSL is gone). Node's TLSWrap handle stays
+// (it closes when the socket is destroyed); its methods must not be called any more, because
+// they read the freed SSL (spent-socket.ts answers them instead).
+export function freeTlsState(socket: tls.TLSSocket): void {
+  (socket as unknown as { _destroySSL: () => void })._destroySSL();
+}
+
+// True while the socket has its handle (Node's TLSSocket methods answer null once it is gone).
+export function hasLiveHandle(socket: net.Socket): boolean {
+  return handleOf(socket) !== null;
+}
+
 function unsupported(what: string): SpliceError {
   return new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
     `tls-splice does not support Node ${process.version}: ${what}. Run it on the Node 20 line ` +
@@ -201,6 +215,10 @@ export function selfCheck(): void {
     throw unsupported('a net.Socket does not default to allowHalfOpen: false');
   }
   socket.destroy();
+  const tlsProto = tls.TLSSocket.prototype as unknown as { _destroySSL?: unknown };
+  if (typeof tlsProto._destroySSL !== 'function') {
+    throw unsupported('tls.TLSSocket has no _destroySSL');
+  }
   if (tlsConnectionListener(new tls.Server()) === undefined) {
     throw unsupported(`tls.Server registers no '${kTlsConnectionListenerName}' connection listener`);
   }
