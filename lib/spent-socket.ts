@@ -89,9 +89,11 @@ function ownCertificate(socket: tls.TLSSocket, x509: unknown): object {
 
 function takeSnapshot(socket: tls.TLSSocket): Snapshot {
   const x509 = socket.getX509Certificate();
-  const peerX509 = socket.getPeerX509Certificate();
-  // Without a peer certificate (a server without requestCert) Node answers {} for both forms.
-  const peerCertificate = peerX509 === undefined ? {} : socket.getPeerCertificate(false);
+  // Node 20 answers getPeerX509Certificate() once on a client (later calls return undefined), so
+  // whether there is a peer certificate is read from getPeerCertificate(): {} when there is none
+  // (a server without requestCert), and then the detailed form is the same.
+  const peerCertificate = socket.getPeerCertificate(false);
+  const hasPeerCertificate = Object.keys(peerCertificate).length > 0;
   return {
     protocol: socket.getProtocol(),
     cipher: intern(socket.getCipher()),
@@ -105,9 +107,8 @@ function takeSnapshot(socket: tls.TLSSocket): Snapshot {
     certificate: ownCertificate(socket, x509),
     x509,
     peerCertificate,
-    peerCertificateDetailed: peerX509 === undefined ? peerCertificate :
-      socket.getPeerCertificate(true),
-    peerX509,
+    peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) : peerCertificate,
+    peerX509: hasPeerCertificate ? socket.getPeerX509Certificate() : undefined,
   };
 }
 
