@@ -107,7 +107,8 @@ function takeSnapshot(socket: tls.TLSSocket): Snapshot {
     certificate: ownCertificate(socket, x509),
     x509,
     peerCertificate,
-    peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) : peerCertificate,
+    peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) :
+      peerCertificate,
     peerX509: hasPeerCertificate ? socket.getPeerX509Certificate() : undefined,
   };
 }
@@ -132,7 +133,9 @@ function original(socket: tls.TLSSocket, name: string): Method {
 function answer(name: string, from: (s: Snapshot, args: unknown[]) => unknown) {
   return function (this: tls.TLSSocket, ...args: unknown[]): unknown {
     const snapshot = snapshots.get(this);
-    if (snapshot === undefined || !hasLiveHandle(this)) return original(this, name).apply(this, args);
+    if (snapshot === undefined || !hasLiveHandle(this)) {
+      return original(this, name).apply(this, args);
+    }
     return from(snapshot, args);
   };
 }

@@ -135,42 +135,47 @@ async function afterEnd(sock, check) {
 }
 
 describe('a spent TLSSocket without its OpenSSL state', () => {
-  test('server side, client certificate required: same answers, refusals, close timing, transfer',
-    { timeout: 30000 }, async () => {
-      const backend = await startBackend();
-      const { server, port } = await listenServer({
-        key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert), ca: read(FIXTURES.ca),
-        requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2', 'http/1.1'],
-      });
-      const spliced = new Promise((resolve, reject) => server.once('secureConnection', (sock) => {
-        spliceAndCheck(sock, backend.port).then((check) => resolve({ sock, check }), reject);
-      }));
-      try {
-        const client = tls.connect({
-          port, host: '127.0.0.1', servername: 'localhost', ca: read(FIXTURES.ca),
-          cert: read(FIXTURES.clientCert), key: read(FIXTURES.clientKey), ALPNProtocols: ['h2'],
+  for (const version of ['TLSv1.3', 'TLSv1.2']) {
+    test(`server side, ${version}, client certificate required: same answers, refusals, close ` +
+      'timing, transfer', { timeout: 30000 }, async () => {
+        const backend = await startBackend();
+        const { server, port } = await listenServer({
+          key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert), ca: read(FIXTURES.ca),
+          requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['h2', 'http/1.1'],
+          maxVersion: version,
         });
-        const data = collectData(client);
-        const clientEnded = onceEvent(client, 'end', 20000);
-        const { sock, check } = await withTimeout(spliced, 15000, 'the server-side splice');
-        assert.equal(check.before.alpnProtocol, 'h2');
-        assert.equal(check.before.servername, 'localhost');
-        assert.equal(check.before.authorized, true);
-        assert.ok(check.before.peerCertificate.fingerprint256, 'the client certificate is there');
-        const up = prngBytes('spent-up', kUp);
-        client.end(up);
-        const upAtBackend = await backend.received();
-        assert.equal(upAtBackend.length, kUp);
-        assert.equal(sha256(upAtBackend), sha256(up));
-        await clientEnded;
-        assert.equal(data.length, kDown);
-        assert.equal(sha256(data.bytes()), sha256(prngBytes('spent-down', kDown)));
-        await afterEnd(sock, check);
-      } finally {
-        server.close();
-        backend.close();
-      }
-    });
+        const spliced = new Promise((resolve, reject) => server.once('secureConnection', (sock) => {
+          spliceAndCheck(sock, backend.port).then((check) => resolve({ sock, check }), reject);
+        }));
+        try {
+          const client = tls.connect({
+            port, host: '127.0.0.1', servername: 'localhost', ca: read(FIXTURES.ca),
+            cert: read(FIXTURES.clientCert), key: read(FIXTURES.clientKey), ALPNProtocols: ['h2'],
+          });
+          const data = collectData(client);
+          const clientEnded = onceEvent(client, 'end', 20000);
+          const { sock, check } = await withTimeout(spliced, 15000, 'the server-side splice');
+          assert.equal(check.before.protocol, version);
+          assert.equal(check.before.alpnProtocol, 'h2');
+          assert.equal(check.before.servername, 'localhost');
+          assert.equal(check.before.authorized, true);
+          assert.ok(check.before.peerCertificate.fingerprint256, 'the client certificate is there');
+          const up = prngBytes('spent-up', kUp);
+          client.end(up);
+          const upAtBackend = await backend.received();
+          assert.equal(upAtBackend.length, kUp);
+          assert.equal(sha256(upAtBackend), sha256(up));
+          await clientEnded;
+          assert.equal(data.length, kDown);
+          assert.equal(sha256(data.bytes()), sha256(prngBytes('spent-down', kDown)));
+          await afterEnd(sock, check);
+        } finally {
+          server.close();
+          backend.close();
+        }
+      });
+
+  }
 
   test('client side (connect()): the server certificate chain and the session as before',
     { timeout: 30000 }, async () => {
