@@ -165,7 +165,36 @@ export function writeCallbackProvesWrite(stream: { destroyed: boolean },
 // they read the freed SSL (spent-socket.ts answers them instead).
 export function freeTlsState(socket: tls.TLSSocket): void {
   (socket as unknown as { _destroySSL: () => void })._destroySSL();
+  // TLSWrap's SSL methods do not check for a freed SSL: called now, they crash the process
+  // (seen: getProtocol, getCipher, getSession... segfault). Node calls them only during the
+  // handshake, but a TLSSocket method reached another way (tls.TLSSocket.prototype.getProtocol
+  // .call(socket), or the handle itself) must fail with an error instead.
+  const handle = handleOf(socket) as Record<string, unknown> | null;
+  if (handle === null) return;
+  for (const name of kTlsWrapSslMethods) {
+    if (typeof handle[name] !== 'function') continue;
+    Object.defineProperty(handle, name, {
+      value: () => {
+        throw new SpliceError('ERR_TLS_SPLICE_SPENT', `${name}() needs the TLS session, which ` +
+          'this TLSSocket handed to tls-splice (its OpenSSL state is freed): ask the TLSSocket ' +
+          'itself, or ask before start()');
+      },
+      configurable: true, writable: true, enumerable: false,
+    });
+  }
 }
+
+// The TLSWrap methods that read or change the SSL object (Node 20's crypto_tls.cc).
+const kTlsWrapSslMethods = [
+  'certCbDone', 'enableCertCb', 'enableALPNCb', 'endParser', 'enableKeylogCallback',
+  'enableSessionCallbacks', 'enableTrace', 'getServername', 'loadSession', 'newSessionDone',
+  'renegotiate', 'requestOCSP', 'setALPNProtocols', 'setKeyCert', 'setOCSPResponse',
+  'setServername', 'setSession', 'setVerifyMode', 'exportKeyingMaterial', 'isSessionReused',
+  'getALPNNegotiatedProtocol', 'getCertificate', 'getX509Certificate', 'getCipher',
+  'getEphemeralKeyInfo', 'getFinished', 'getPeerCertificate', 'getPeerX509Certificate',
+  'getPeerFinished', 'getProtocol', 'getSession', 'getSharedSigalgs', 'getTLSTicket',
+  'verifyError', 'setMaxSendFragment', 'enablePskCallback', 'setPskIdentityHint',
+];
 
 // True while the socket has its handle (Node's TLSSocket methods answer null once it is gone).
 export function hasLiveHandle(socket: net.Socket): boolean {

@@ -116,6 +116,15 @@ async function spliceAndCheck(sock, backendPort) {
     removeListener() {},
   }, 'callback');
   assert.equal(renegotiation.code, 'ERR_TLS_SPLICE_SPENT');
+  // Node's own methods reached around the spent socket's, and the handle itself, throw instead
+  // of reading the freed SSL (which crashes the process).
+  for (const call of [
+    () => tls.TLSSocket.prototype.getProtocol.call(sock),
+    () => tls.TLSSocket.prototype.getPeerCertificate.call(sock, true),
+    () => sock._handle.getSession(),
+  ]) {
+    assert.throws(call, { code: 'ERR_TLS_SPLICE_SPENT' });
+  }
   assert.equal(sock.setNoDelay(true), sock);
   assert.equal(sock.setKeepAlive(true, 1000), sock);
   return { handle, tlsClosed, errors, before, closedAfterSplice: () => tlsClosedAfterSplice };
