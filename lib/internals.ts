@@ -169,11 +169,23 @@ export function freeTlsState(socket: tls.TLSSocket): void {
   // (seen: getProtocol, getCipher, getSession... segfault). Node calls them only during the
   // handshake, but a TLSSocket method reached another way (tls.TLSSocket.prototype.getProtocol
   // .call(socket), or the handle itself) must fail with an error instead.
-  const handle = handleOf(socket) as Record<string, unknown> | null;
+  const handle = handleOf(socket);
   if (handle === null) return;
+  Object.setPrototypeOf(handle, spentHandlePrototypeOf(handle));
+}
+
+// One prototype per TLSWrap prototype, inserted above the handle, whose SSL methods throw: no
+// per-socket properties or closures.
+const spentHandlePrototypes = new WeakMap<object, object>();
+
+function spentHandlePrototypeOf(handle: object): object {
+  const parent = Object.getPrototypeOf(handle) as Record<string, unknown>;
+  let spent = spentHandlePrototypes.get(parent);
+  if (spent !== undefined) return spent;
+  spent = Object.create(parent) as object;
   for (const name of kTlsWrapSslMethods) {
-    if (typeof handle[name] !== 'function') continue;
-    Object.defineProperty(handle, name, {
+    if (typeof parent[name] !== 'function') continue;
+    Object.defineProperty(spent, name, {
       value: () => {
         throw new SpliceError('ERR_TLS_SPLICE_SPENT', `${name}() needs the TLS session, which ` +
           'this TLSSocket handed to tls-splice (its OpenSSL state is freed): ask the TLSSocket ' +
@@ -182,6 +194,8 @@ export function freeTlsState(socket: tls.TLSSocket): void {
       configurable: true, writable: true, enumerable: false,
     });
   }
+  spentHandlePrototypes.set(parent, spent);
+  return spent;
 }
 
 // The TLSWrap methods that read or change the SSL object (Node 20's crypto_tls.cc).
