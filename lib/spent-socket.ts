@@ -3,8 +3,8 @@
 // handshake leftovers: 11-17 KiB of malloc per connection, measured) is of no further use, but the
 // TLSSocket itself lives until the splice ends, and users may still ask it about the session.
 //
-// releaseTlsState() answers every such question once, at capture, then frees the SSL. From then on
-// the TLSSocket answers from that snapshot (a fresh copy per call, as Node returns), the methods
+// snapshotSession() answers every such question once, at capture's quiet point; once the session
+// is taken, releaseTlsState() frees the SSL. From then on the TLSSocket answers from that snapshot (a fresh copy per call, as Node returns), the methods
 // that need the live session (exportKeyingMaterial, renegotiate, setServername, ...) throw
 // ERR_TLS_SPLICE_SPENT, and once the TLSSocket is destroyed (when the splice ends) every method
 // answers as Node's own does for a destroyed socket. The TLSSocket is not destroyed here: its
@@ -178,9 +178,6 @@ const spentMethods: Record<string, Method> = {
   setKeyCert: refused('setKeyCert'),
   enableTrace: refused('enableTrace'),
 };
-
-/** The TLSSocket methods a spent socket answers from its snapshot or refuses. */
-export const kSpentMethods = Object.keys(spentMethods);
 
 // One spent prototype per original prototype (tls.TLSSocket.prototype, or a subclass's).
 const spentPrototypes = new WeakMap<object, object>();
