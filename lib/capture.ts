@@ -27,6 +27,7 @@ import {
   kTls13,
   parseEncryptedExtensions,
 } from './hello';
+import { releaseTlsState, snapshotSession } from './spent-socket';
 import {
   ContentType, DirectionState, RecordTap, kRecordHeaderLength, spentError, tapOf,
 } from './tap';
@@ -579,6 +580,7 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
     await waitForQuiet(tlsSocket, tap, timeout);
     checkCapturable(tlsSocket, tap, endHold.held);
     const { session, closeNotifyRead } = deriveSession(tlsSocket, tap);
+    const answers = snapshotSession(tlsSocket);
     fd = binding.dupFd(socketFd(tap.raw));
     // Irreversible from here on, and synchronous: nothing can run in between. Draining may end
     // the readable side ('end' follows on a later tick; Node's end() then reaches the spent
@@ -590,6 +592,8 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
     // The session holds copies of what the native side needs; the splice wipes those.
     tap.wipeSecrets();
     makeSpent(tlsSocket);
+    // Node's OpenSSL state is of no further use: the TLSSocket answers from a snapshot.
+    releaseTlsState(tlsSocket, answers);
     return { ...session, plaintext, pendingCiphertext, peerEnded, fd };
   } catch (err) {
     if (fd >= 0) binding.closeFd(fd);

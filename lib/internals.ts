@@ -158,6 +158,63 @@ export function writeCallbackProvesWrite(stream: { destroyed: boolean },
   return !err && !stream.destroyed;
 }
 
+// Frees Node's OpenSSL state of a TLSSocket (the SSL object, its BIOs and buffers) without
+// destroying the socket: TLSSocket._destroySSL(), which Node itself calls when a TLSSocket is
+// destroyed (again then: it returns at once when the SSL is gone). Node's TLSWrap handle stays
+// (it closes when the socket is destroyed); its methods must not be called any more, because
+// they read the freed SSL (spent-socket.ts answers them instead).
+export function freeTlsState(socket: tls.TLSSocket): void {
+  (socket as unknown as { _destroySSL: () => void })._destroySSL();
+  // TLSWrap's SSL methods do not check for a freed SSL: called now, they crash the process
+  // (seen: getProtocol, getCipher, getSession... segfault). Node calls them only during the
+  // handshake, but a TLSSocket method reached another way (tls.TLSSocket.prototype.getProtocol
+  // .call(socket), or the handle itself) must fail with an error instead.
+  const handle = handleOf(socket);
+  if (handle === null) return;
+  Object.setPrototypeOf(handle, spentHandlePrototypeOf(handle));
+}
+
+// One prototype per TLSWrap prototype, inserted above the handle, whose SSL methods throw: no
+// per-socket properties or closures.
+const spentHandlePrototypes = new WeakMap<object, object>();
+
+function spentHandlePrototypeOf(handle: object): object {
+  const parent = Object.getPrototypeOf(handle) as Record<string, unknown>;
+  let spent = spentHandlePrototypes.get(parent);
+  if (spent !== undefined) return spent;
+  spent = Object.create(parent) as object;
+  for (const name of kTlsWrapSslMethods) {
+    if (typeof parent[name] !== 'function') continue;
+    Object.defineProperty(spent, name, {
+      value: () => {
+        throw new SpliceError('ERR_TLS_SPLICE_SPENT', `${name}() needs the TLS session, which ` +
+          'this TLSSocket handed to tls-splice (its OpenSSL state is freed): ask the TLSSocket ' +
+          'itself, or ask before start()');
+      },
+      configurable: true, writable: true, enumerable: false,
+    });
+  }
+  spentHandlePrototypes.set(parent, spent);
+  return spent;
+}
+
+// The TLSWrap methods that read or change the SSL object (Node 20's crypto_tls.cc).
+const kTlsWrapSslMethods = [
+  'certCbDone', 'enableCertCb', 'enableALPNCb', 'endParser', 'enableKeylogCallback',
+  'enableSessionCallbacks', 'enableTrace', 'getServername', 'loadSession', 'newSessionDone',
+  'renegotiate', 'requestOCSP', 'setALPNProtocols', 'setKeyCert', 'setOCSPResponse',
+  'setServername', 'setSession', 'setVerifyMode', 'exportKeyingMaterial', 'isSessionReused',
+  'getALPNNegotiatedProtocol', 'getCertificate', 'getX509Certificate', 'getCipher',
+  'getEphemeralKeyInfo', 'getFinished', 'getPeerCertificate', 'getPeerX509Certificate',
+  'getPeerFinished', 'getProtocol', 'getSession', 'getSharedSigalgs', 'getTLSTicket',
+  'verifyError', 'setMaxSendFragment', 'enablePskCallback', 'setPskIdentityHint',
+];
+
+// True while the socket has its handle (Node's TLSSocket methods answer null once it is gone).
+export function hasLiveHandle(socket: net.Socket): boolean {
+  return handleOf(socket) !== null;
+}
+
 function unsupported(what: string): SpliceError {
   return new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
     `tls-splice does not support Node ${process.version}: ${what}. Run it on the Node 20 line ` +
@@ -201,6 +258,10 @@ export function selfCheck(): void {
     throw unsupported('a net.Socket does not default to allowHalfOpen: false');
   }
   socket.destroy();
+  const tlsProto = tls.TLSSocket.prototype as unknown as { _destroySSL?: unknown };
+  if (typeof tlsProto._destroySSL !== 'function') {
+    throw unsupported('tls.TLSSocket has no _destroySSL');
+  }
   if (tlsConnectionListener(new tls.Server()) === undefined) {
     throw unsupported(`tls.Server registers no '${kTlsConnectionListenerName}' connection listener`);
   }
