@@ -204,34 +204,29 @@ function requiredSecrets(version: number): string[] {
     ['CLIENT_RANDOM'];
 }
 
+// Nothing of Node's can reach the wire any more: its writable buffer is empty (the user's writes
+// not yet encrypted or not yet handed to the tap), and TLSWrap has no output pending or in flight
+// (RecordTap.nodeOutputPending says why that is exact).
 function isQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
-  return tlsSocket.writableLength === 0 && tap.inflightWrites === 0 && tap.outPartialLength === 0;
+  return tlsSocket.writableLength === 0 && !tap.nodeOutputPending;
 }
 
-// Waits until Node has nothing left to send: its writable buffer is empty, no write is in flight
-// in the tap, no partial record is pending, and the outgoing record count stays the same over two
-// setImmediate turns ('secure' fires before the handshake's last flight and tickets are written).
-async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, timeout: number):
-    Promise<void> {
-  const deadline = Date.now() + timeout;
+// Waits until Node has nothing left to send (isQuiet()). On a quiet socket it takes no turn of the
+// event loop; the caller checks isQuiet() again in the same synchronous run as the capture.
+async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, deadline: number,
+                            timeout: number): Promise<void> {
   for (let turn = 0; ; turn++) {
     if (tlsSocket.destroyed || tap.destroyed) {
       throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
         'The TLS socket was destroyed while capture waited for its pending writes');
     }
-    if (isQuiet(tlsSocket, tap)) {
-      const count = tap.out.recordCount;
-      await immediate();
-      await immediate();
-      if (isQuiet(tlsSocket, tap) && tap.out.recordCount === count &&
-          !tlsSocket.destroyed && !tap.destroyed) {
-        return;
-      }
-    } else if (tap.inflightWrites > 0) {
+    if (isQuiet(tlsSocket, tap)) return;
+    if (tap.inflightWrites > 0) {
       await Promise.race([tap.writeSettled(), delay(kQuietPollInterval)]);
     } else {
-      // Node has buffered writes that have not reached the tap yet: they will on a coming turn of
-      // the event loop (or never, if the user corked the socket; hence the slower polling later).
+      // The report of a finished write to TLSWrap (one setImmediate), or writes Node buffered
+      // that reach the tap on a coming turn of the event loop (or never, if the user corked the
+      // socket; hence the slower polling later).
       await (turn < kQuietFastTurns ? immediate() : delay(kQuietPollInterval));
     }
     if (Date.now() > deadline) {
@@ -576,7 +571,12 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
   if (wasFlowing) tlsSocket.pause();
   let fd = -1;
   try {
-    await waitForQuiet(tlsSocket, tap, timeout);
+    const deadline = Date.now() + timeout;
+    do {
+      await waitForQuiet(tlsSocket, tap, deadline, timeout);
+      // Ticks run on the way out of waitForQuiet() may have made Node write: the quiet point is
+      // the one seen in the same synchronous run as everything below.
+    } while (!isQuiet(tlsSocket, tap));
     checkCapturable(tlsSocket, tap, endHold.held);
     const { session, closeNotifyRead } = deriveSession(tlsSocket, tap);
     fd = binding.dupFd(socketFd(tap.raw));

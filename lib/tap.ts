@@ -355,6 +355,10 @@ export class RecordTap extends Duplex {
   #rawFlowing = false;
   #inflightWrites = 0;
   #writeWaiters: (() => void)[] = [];
+  // Writes the raw socket completed whose report to TLSWrap may not have happened yet: Node's
+  // JSStreamSocket tells TLSWrap a write is done one setImmediate after our callback, and only then
+  // does TLSWrap hand over the output it queued meanwhile (see nodeOutputPending).
+  #writeReportsPending = 0;
 
   constructor(raw: net.Socket, options: RecordTapOptions) {
     super({ allowHalfOpen: true, decodeStrings: true });
@@ -400,6 +404,20 @@ export class RecordTap extends Duplex {
 
   get outPartialLength(): number {
     return this.#outFramer.partialLength;
+  }
+
+  // Whether Node's TLS layer may still write ciphertext it has produced, without anything on the
+  // JS side showing it. TLSWrap (src/crypto/crypto_tls.cc) hands its encrypted output to the tap
+  // from EncOut(), which every entry point that produces output (a delivered record, a write, a
+  // shutdown, newSessionDone, the completion of a write) calls synchronously before returning to
+  // JS; EncOut() holds the output back only while a write of its own is unfinished (write_size_,
+  // until JSStreamSocket's finishWrite, one setImmediate after the raw write completes: counted
+  // here), or while a server's 'newSession' listener has not called back (_newSessionPending).
+  // So when this is false and no write is in flight, Node has nothing more to send.
+  get nodeOutputPending(): boolean {
+    return this.#inflightWrites > 0 || this.#writeReportsPending > 0 ||
+      this.#outFramer.partialLength > 0 || this.writableLength > 0 ||
+      (this.tlsSocket as unknown as { _newSessionPending?: boolean } | undefined)?._newSessionPending === true;
   }
 
   get eofDelivered(): boolean {
@@ -634,9 +652,17 @@ export class RecordTap extends Duplex {
       const waiters = this.#writeWaiters;
       this.#writeWaiters = [];
       for (const wake of waiters) wake();
+      // JSStreamSocket's write callback (reached through this one) queues its finishWrite with
+      // setImmediate; ours is queued after it, so when ours runs TLSWrap has been told.
+      this.#writeReportsPending++;
       callback(err);
+      setImmediate(this.#onWriteReported);
     });
   }
+
+  #onWriteReported = (): void => {
+    this.#writeReportsPending--;
+  };
 
   override _final(callback: (error?: Error | null) => void): void {
     if (this.#state !== 'captured' && !this.raw.destroyed && !this.raw.writableEnded) {
