@@ -11,8 +11,9 @@
 //   start      call to resolve
 //   capture    captureSession(), call to resolve; of which
 //     sync     its synchronous part (the checks before the first await)
-//     open     time inside the native openRecord (trial decryption: boundary, probes, proofs),
-//              with the count of calls per start
+//     open     time in native trial decryption (boundary, probes, proofs: openRecord, or
+//              RecordOpener construction and open()), with the records opened and the key
+//              derivations per start
 //   native     new Splice(...) + splice.start()
 //   rest       start - capture - native: the target checks and the promise hops around them
 // The instrumentation wraps exported functions of the CommonJS build (dist/) by name; nothing
@@ -125,18 +126,25 @@ async function driver(opts) {
     try {
       return originalOpen(params);
     } finally {
-      if (current) { current.open += now() - t0; current.opens++; }
+      if (current) { current.open += now() - t0; current.opens++; current.derives++; }
     }
   };
-  for (const name of ['openTls13Records']) {
-    const original = binding[name];
-    if (typeof original !== 'function') continue;
-    binding[name] = (...a) => {
-      const t0 = now();
-      try {
-        return original(...a);
-      } finally {
-        if (current) { current.open += now() - t0; current.opens++; }
+  // This build: keys derived once per RecordOpener, then open() per record.
+  const OriginalOpener = binding.RecordOpener;
+  if (typeof OriginalOpener === 'function') {
+    binding.RecordOpener = class extends OriginalOpener {
+      constructor(...a) {
+        const t0 = now();
+        super(...a);
+        if (current) { current.open += now() - t0; current.derives++; }
+      }
+      open(...a) {
+        const t0 = now();
+        try {
+          return super.open(...a);
+        } finally {
+          if (current) { current.open += now() - t0; current.opens++; }
+        }
       }
     };
   }
@@ -169,7 +177,7 @@ async function driver(opts) {
       backend.on('error', () => {});
       backend.setNoDelay(true);
       backend.once('connect', () => {
-        const sample = { sync: 0, capture: 0, open: 0, opens: 0, native: 0, start: 0 };
+        const sample = { sync: 0, capture: 0, open: 0, opens: 0, derives: 0, native: 0, start: 0 };
         current = sample;
         const t0 = now();
         lib.spliceTo(socket, backend, { engine: 'native', autoClose: true }).start().then(() => {
@@ -191,14 +199,14 @@ async function driver(opts) {
     const f = (key) => `${pct(samples.map((s) => s[key]), 0.5).toFixed(3)} / ${pct(samples.map((s) => s[key]), 0.9).toFixed(3)}`;
     const rest = samples.map((s) => ({ rest: s.start - s.capture - s.native }));
     rows.push(`| ${inflight} | ${samples.length} | ${f('start')} | ${f('capture')} | ${f('sync')} | ` +
-      `${f('open')} (${pct(samples.map((s) => s.opens), 0.5)}) | ${f('native')} | ` +
+      `${f('open')} (${pct(samples.map((s) => s.opens), 0.5)} / ${pct(samples.map((s) => s.derives), 0.5)}) | ${f('native')} | ` +
       `${pct(rest.map((r) => r.rest), 0.5).toFixed(3)} |`);
   }
   if (samples[0]?.ph) { const names = samples[0].ph.map(([n]) => n); console.log(names.map((n, i) => `${n} ${pct(samples.map((s) => s.ph[i]?.[1] ?? NaN), 0.5).toFixed(3)}`).join(', ')); }
   kid.kill();
   srv.close();
   console.log(`${opts.base ? 'base' : 'this'} build; load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
-  console.log('| in flight | n | start p50 / p90 ms | capture | capture sync | openRecord (calls) | native | rest p50 |');
+  console.log('| in flight | n | start p50 / p90 ms | capture | capture sync | trial decryption (opens / key derivations) | native | rest p50 |');
   console.log('|---|---|---|---|---|---|---|---|');
   for (const row of rows) console.log(row);
   process.exit(0);

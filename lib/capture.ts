@@ -12,7 +12,7 @@
 // 'session' before capturing when resumption matters.
 import type * as tls from 'node:tls';
 
-import { binding } from './binding';
+import { RecordOpener, binding } from './binding';
 import { debug } from './debug';
 import { SpliceError } from './errors';
 import {
@@ -241,10 +241,15 @@ interface DirectionKeys {
   secret?: Buffer;
   key?: Buffer;
   iv?: Buffer;
+  // The keys derived once for every record opened with them (made at the first open).
+  opener?: RecordOpener;
 }
 
 function openAt(version: number, suite: number, keys: DirectionKeys, seq: bigint, record: Buffer) {
-  return binding.openRecord({ version, cipherSuite: suite, ...keys, seq, record });
+  keys.opener ??= new binding.RecordOpener({
+    version, cipherSuite: suite, secret: keys.secret, key: keys.key, iv: keys.iv,
+  });
+  return keys.opener.open(seq, record);
 }
 
 function selfCheckFailed(what: string): SpliceError {
@@ -317,8 +322,10 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
   } else {
     // Only handshake records so far: the last must open under the handshake secret.
     const hsSecret = tap.handshakeSecret(dir);
-    if (hsSecret !== undefined &&
-        openAt(version, suite, { secret: hsSecret }, BigInt(last.protectedIndex), last.data) === null) {
+    if (hsSecret !== undefined && binding.openRecord({
+      version, cipherSuite: suite, secret: hsSecret, seq: BigInt(last.protectedIndex),
+      record: last.data,
+    }) === null) {
       throw selfCheckFailed(`the last ${name} handshake record does not open under the ` +
         'handshake secret');
     }
@@ -354,18 +361,24 @@ function maxFragmentLengthOf(tap: RecordTap, version: number, suite: number): nu
       'SERVER_HANDSHAKE_TRAFFIC_SECRET was not logged, so EncryptedExtensions cannot be read');
   }
   const reassembler = new HandshakeReassembler();
-  for (let i = 0; i < serverDir.firstProtected.length; i++) {
-    const opened = openAt(version, suite, { secret }, BigInt(i), serverDir.firstProtected[i]);
-    if (opened === null || opened.type !== ContentType.handshake) break;
-    const [first] = reassembler.push(opened.plaintext);
-    if (first !== undefined) {
-      if (first.type !== HandshakeType.encryptedExtensions) break;
-      try {
-        return parseEncryptedExtensions(first.body).maxFragmentLength ?? kDefaultMaxFragmentLength;
-      } catch (err) {
-        throw selfCheckFailed(`EncryptedExtensions could not be read (${(err as Error).message})`);
+  const keys: DirectionKeys = { secret };
+  try {
+    for (let i = 0; i < serverDir.firstProtected.length; i++) {
+      const opened = openAt(version, suite, keys, BigInt(i), serverDir.firstProtected[i]);
+      if (opened === null || opened.type !== ContentType.handshake) break;
+      const [first] = reassembler.push(opened.plaintext);
+      if (first !== undefined) {
+        if (first.type !== HandshakeType.encryptedExtensions) break;
+        try {
+          return parseEncryptedExtensions(first.body).maxFragmentLength ??
+            kDefaultMaxFragmentLength;
+        } catch (err) {
+          throw selfCheckFailed(`EncryptedExtensions could not be read (${(err as Error).message})`);
+        }
       }
     }
+  } finally {
+    keys.opener?.wipe();
   }
   throw selfCheckFailed('EncryptedExtensions was not found in the first server records');
 }
@@ -386,8 +399,9 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   let readKeys: DirectionKeys;
   let writeKeys: DirectionKeys;
   if (version === kTls13) {
-    readKeys = { secret: tap.applicationSecret(readDir) };
-    writeKeys = { secret: tap.applicationSecret(writeDir) };
+    // The tap's openers: keys it derived already for trial decryption (wiped with its secrets).
+    readKeys = { secret: tap.applicationSecret(readDir), opener: tap.applicationOpener(readDir) };
+    writeKeys = { secret: tap.applicationSecret(writeDir), opener: tap.applicationOpener(writeDir) };
   } else {
     const block = binding.deriveTls12KeyBlock(suite, tap.secret('CLIENT_RANDOM')!, clientRandom,
       serverRandom);
@@ -396,9 +410,19 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     readKeys = tap.isServer ? clientKeys : serverKeys;
     writeKeys = tap.isServer ? serverKeys : clientKeys;
   }
-  const read = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+  let read: DirectionSequence;
+  let writeSeq: bigint;
+  try {
+    read = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+    writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent').seq;
+  } finally {
+    // TLS 1.2: openers of keys made here; the session carries its own copies of the keys.
+    if (version === kTls12) {
+      readKeys.opener?.wipe();
+      writeKeys.opener?.wipe();
+    }
+  }
   const readSeq = read.seq;
-  const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent').seq;
   const writeExplicitNonce = explicitNonceAfter(writeDir, version, suite);
   const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
   const session: DerivedSession = {

@@ -20,7 +20,7 @@ import { Duplex } from 'node:stream';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 
-import { binding } from './binding';
+import { RecordOpener, binding } from './binding';
 import { SpliceError } from './errors';
 import {
   disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, readStop, socketFd,
@@ -331,6 +331,9 @@ export class RecordTap extends Duplex {
   #version: number | undefined;
   #secrets = new Map<string, Buffer>();
   #secretsWiped = false;
+  // TLS 1.3: the keys of each direction's application secret, derived once at the first trial
+  // decryption (not once per record opened); wiped with the secrets.
+  #openers = new Map<DirectionState, RecordOpener>();
   #inFramer = new RecordFramer('data received from the peer');
   #outFramer = new RecordFramer('data Node wrote');
   #state: TapState = 'open';
@@ -482,6 +485,8 @@ export class RecordTap extends Duplex {
   // when the connection is destroyed): they must not outlive their use in the JS heap.
   wipeSecrets(): void {
     this.#secretsWiped = true;
+    for (const opener of this.#openers.values()) opener.wipe();
+    this.#openers.clear();
     for (const secret of this.#secrets.values()) secret.fill(0);
     this.#secrets.clear();
   }
@@ -826,6 +831,22 @@ export class RecordTap extends Duplex {
     return this.#secrets.get(dir.fromServer ? 'SERVER_TRAFFIC_SECRET_0' : 'CLIENT_TRAFFIC_SECRET_0');
   }
 
+  // TLS 1.3: opens this direction's records under its application secret (keys derived once);
+  // undefined until the secret is logged, for a suite the native side lacks, or once wiped.
+  applicationOpener(dir: DirectionState): RecordOpener | undefined {
+    let opener = this.#openers.get(dir);
+    if (opener !== undefined) return opener;
+    const suite = this.serverHello?.cipherSuite;
+    const secret = this.applicationSecret(dir);
+    if (this.#version !== kTls13 || suite === undefined || secret === undefined ||
+        !binding.isNativeSuite(kTls13, suite)) {
+      return undefined;
+    }
+    opener = new binding.RecordOpener({ version: kTls13, cipherSuite: suite, secret });
+    this.#openers.set(dir, opener);
+    return opener;
+  }
+
   handshakeSecret(dir: DirectionState): Buffer | undefined {
     return this.#secrets.get(dir.fromServer ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' :
       'CLIENT_HANDSHAKE_TRAFFIC_SECRET');
@@ -835,17 +856,16 @@ export class RecordTap extends Duplex {
   // under the application secret at sequence 0 is the boundary. Each retained record is tried
   // once; the retained records are dropped as soon as the boundary is found.
   searchBoundary(dir: DirectionState): void {
-    if (this.#version !== kTls13 || dir.boundary !== undefined || dir.boundaryLost) return;
-    const suite = this.serverHello?.cipherSuite;
-    const secret = this.applicationSecret(dir);
-    if (suite === undefined || secret === undefined || !binding.isNativeSuite(kTls13, suite)) return;
+    if (this.#version !== kTls13 || dir.boundary !== undefined || dir.boundaryLost ||
+        dir.trialNext >= dir.retained.length) {
+      return;
+    }
+    const opener = this.applicationOpener(dir);
+    if (opener === undefined) return;
     while (dir.trialNext < dir.retained.length) {
       const index = dir.trialNext++;
       const { record, data } = dir.retained[index];
-      const opened = binding.openRecord({
-        version: kTls13, cipherSuite: suite, secret, seq: 0n, record: data,
-      });
-      if (opened !== null) {
+      if (opener.open(0n, data) !== null) {
         dir.boundary = record.protectedIndex;
         const after = dir.retained.slice(index);
         dir.retained = [];
@@ -863,13 +883,9 @@ export class RecordTap extends Duplex {
   // TLS 1.3: opens short post-handshake records to notice a KeyUpdate, which OpenSSL follows
   // without logging the new secret.
   #probe(dir: DirectionState, { record, data }: DeferredRecord): void {
-    const suite = this.serverHello?.cipherSuite;
-    const secret = this.applicationSecret(dir);
-    if (suite === undefined || secret === undefined || dir.boundary === undefined) return;
-    const opened = binding.openRecord({
-      version: kTls13, cipherSuite: suite, secret,
-      seq: BigInt(record.protectedIndex - dir.boundary), record: data,
-    });
+    const opener = dir.boundary === undefined ? undefined : this.applicationOpener(dir);
+    if (opener === undefined) return;
+    const opened = opener.open(BigInt(record.protectedIndex - dir.boundary!), data);
     if (opened === null) {
       record.unopened = true;
     } else if (opened.type === ContentType.handshake &&
