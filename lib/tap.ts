@@ -302,16 +302,20 @@ export function keylogClientRandom(line: Buffer | string): string | undefined {
   return splitKeylogLine(line)?.clientRandom;
 }
 
-export function parseKeylogLine(line: Buffer | string):
-    { label: string; clientRandom: string; secret: Buffer } | undefined {
-  const fields = splitKeylogLine(line);
-  if (fields === undefined) return undefined;
-  const { line: buf, secretStart, secretEnd } = fields;
+// The secret of a split line, decoded from the hex bytes (never through a string).
+function keylogSecret({ line: buf, secretStart, secretEnd }: KeylogFields): Buffer {
   const secret = Buffer.alloc((secretEnd - secretStart) / 2);
   for (let i = 0; i < secret.length; i++) {
     secret[i] = (hexValue(buf[secretStart + 2 * i]) << 4) | hexValue(buf[secretStart + 2 * i + 1]);
   }
-  return { label: fields.label, clientRandom: fields.clientRandom, secret };
+  return secret;
+}
+
+export function parseKeylogLine(line: Buffer | string):
+    { label: string; clientRandom: string; secret: Buffer } | undefined {
+  const fields = splitKeylogLine(line);
+  if (fields === undefined) return undefined;
+  return { label: fields.label, clientRandom: fields.clientRandom, secret: keylogSecret(fields) };
 }
 
 export class RecordTap extends Duplex {
@@ -334,6 +338,8 @@ export class RecordTap extends Duplex {
   // TLS 1.3: the keys of each direction's application secret, derived once at the first trial
   // decryption (not once per record opened); wiped with the secrets.
   #openers = new Map<DirectionState, RecordOpener>();
+  // The ClientHello random in hex, as key log lines name it (computed once, not per line).
+  #clientRandomHex: string | undefined;
   #inFramer = new RecordFramer('data received from the peer');
   #outFramer = new RecordFramer('data Node wrote');
   #state: TapState = 'open';
@@ -472,12 +478,12 @@ export class RecordTap extends Duplex {
   addKeylogLine(line: Buffer | string): boolean {
     if (this.#secretsWiped || this.clientHello === undefined) return false;
     const fields = splitKeylogLine(line);
-    if (fields === undefined || fields.clientRandom !== this.clientHello.random.toString('hex') ||
+    this.#clientRandomHex ??= this.clientHello.random.toString('hex');
+    if (fields === undefined || fields.clientRandom !== this.#clientRandomHex ||
         this.#secrets.has(fields.label)) {
       return false;
     }
-    const parsed = parseKeylogLine(line)!;
-    this.#secrets.set(parsed.label, parsed.secret);
+    this.#secrets.set(fields.label, keylogSecret(fields));
     return true;
   }
 
