@@ -597,6 +597,10 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
   try {
     const deadline = Date.now() + timeout;
     do {
+      // Always at least one await, even when Node is quiet already: captureSession() may be
+      // called from inside Node's TLS processing ('secure', 'secureConnection' run within
+      // OpenSSL's handshake call, before TLSWrap's EncOut() hands the session tickets over), and
+      // a promise continuation runs only once that JS -> C++ -> JS stack has unwound.
       await waitForQuiet(tlsSocket, tap, deadline, timeout);
       // Ticks run on the way out of waitForQuiet() may have made Node write: the quiet point is
       // the one seen in the same synchronous run as everything below.
