@@ -23,7 +23,8 @@ import type * as tls from 'node:tls';
 import { RecordOpener, binding } from './binding';
 import { SpliceError } from './errors';
 import {
-  disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, readStop, socketFd,
+  disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, newSessionPending,
+  readStop, socketFd,
 } from './internals';
 import {
   ClientHelloInfo,
@@ -426,7 +427,7 @@ export class RecordTap extends Duplex {
   get nodeOutputPending(): boolean {
     return this.#inflightWrites > 0 || this.#writeReportsPending > 0 ||
       this.#outFramer.partialLength > 0 || this.writableLength > 0 ||
-      (this.tlsSocket as unknown as { _newSessionPending?: boolean } | undefined)?._newSessionPending === true;
+      (this.tlsSocket !== undefined && newSessionPending(this.tlsSocket));
   }
 
   get eofDelivered(): boolean {

@@ -115,3 +115,50 @@ for (const version of ['TLSv1.3', 'TLSv1.2']) {
     });
   }
 }
+
+// A TLS 1.3 server with a 'newSession' listener: Node emits it for each session ticket after
+// 'secureConnection', and TLSWrap holds the tickets back until the listener calls back. Capture
+// waits for that (the tickets then take sequence numbers 0 and 1), rather than proceeding while
+// Node still holds records it would send later.
+test("TLS 1.3: capture waits for a 'newSession' listener that has not called back", { timeout: 30000 }, async () => {
+  const { server, keylog, port } = await listenServer({
+    key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert),
+    minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3',
+  });
+  let pendingSeen = 0;
+  server.on('newSession', (_id, _data, done) => {
+    pendingSeen++;
+    setTimeout(done, 200);
+  });
+  const captured = new Promise((resolve, reject) => {
+    server.once('secureConnection', (sock) => captureSession(sock).then(resolve, reject));
+  });
+  const client = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: read(FIXTURES.ca) });
+  let tickets = 0;
+  client.on('session', () => { tickets++; });
+  let clientError = null;
+  client.on('error', (err) => { clientError = err; });
+  const clientData = collectData(client);
+  let endpoint;
+  try {
+    const session = await withTimeout(captured, 10000, 'captureSession');
+    assert.ok(pendingSeen > 0, "the 'newSession' listener ran");
+    assert.equal(session.writeSeq, 2n, 'both session tickets went out before capture');
+    endpoint = new CapturedEndpoint(session, { keylog });
+    const b = new PrngStream('new-session-B').next(6000);
+    await endpoint.writeAppData(b);
+    await clientData.wait(b.length);
+    assert.equal(sha256(clientData.bytes()), sha256(b), 'captured server -> client hash');
+    assert.equal(tickets, 2, 'the client got both tickets');
+    const a = new PrngStream('new-session-A').next(4000);
+    client.write(a);
+    const got = await endpoint.readAppData(a.length - session.plaintext.length);
+    assert.equal(sha256(Buffer.concat([session.plaintext, got])), sha256(a), 'client -> captured server hash');
+    assert.equal(clientError, null);
+    assert.equal(endpoint.error, null);
+  } finally {
+    endpoint?.close();
+    client.destroy();
+    server.close();
+  }
+});
