@@ -29,6 +29,15 @@ export interface OpenedRecord {
   plaintext: Buffer;
 }
 
+// The keys of one direction, derived once, for trial decryption of many records; open() is
+// openRecord() without the key derivation. wipe() erases the keys (open() then throws).
+export interface RecordOpener {
+  open(seq: bigint, record: Buffer): OpenedRecord | null;
+  wipe(): void;
+}
+
+export type RecordOpenerParams = Omit<OpenRecordParams, 'seq' | 'record'>;
+
 export interface FdPoller {
   start(events: number): void;
   stop(): void;
@@ -43,6 +52,7 @@ export interface NativeBinding {
     serverRandom: Buffer): DerivedTls12KeyBlock;
   // Opens one record; null when it does not authenticate under these keys at this sequence.
   openRecord(params: OpenRecordParams): OpenedRecord | null;
+  RecordOpener: new (params: RecordOpenerParams) => RecordOpener;
   // dup() with close-on-exec; throws an Error with a libuv-style `code` on failure.
   dupFd(fd: number): number;
   closeFd(fd: number): void;

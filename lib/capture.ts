@@ -12,7 +12,7 @@
 // 'session' before capturing when resumption matters.
 import type * as tls from 'node:tls';
 
-import { binding } from './binding';
+import { RecordOpener, binding } from './binding';
 import { debug } from './debug';
 import { SpliceError } from './errors';
 import {
@@ -205,34 +205,29 @@ function requiredSecrets(version: number): string[] {
     ['CLIENT_RANDOM'];
 }
 
+// Nothing of Node's can reach the wire any more: its writable buffer is empty (the user's writes
+// not yet encrypted or not yet handed to the tap), and TLSWrap has no output pending or in flight
+// (RecordTap.nodeOutputPending says why that is exact).
 function isQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap): boolean {
-  return tlsSocket.writableLength === 0 && tap.inflightWrites === 0 && tap.outPartialLength === 0;
+  return tlsSocket.writableLength === 0 && !tap.nodeOutputPending;
 }
 
-// Waits until Node has nothing left to send: its writable buffer is empty, no write is in flight
-// in the tap, no partial record is pending, and the outgoing record count stays the same over two
-// setImmediate turns ('secure' fires before the handshake's last flight and tickets are written).
-async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, timeout: number):
-    Promise<void> {
-  const deadline = Date.now() + timeout;
+// Waits until Node has nothing left to send (isQuiet()). On a quiet socket it takes no turn of the
+// event loop; the caller checks isQuiet() again in the same synchronous run as the capture.
+async function waitForQuiet(tlsSocket: tls.TLSSocket, tap: RecordTap, deadline: number,
+                            timeout: number): Promise<void> {
   for (let turn = 0; ; turn++) {
     if (tlsSocket.destroyed || tap.destroyed) {
       throw refuse('ERR_TLS_SPLICE_CAPTURE_ABORTED',
         'The TLS socket was destroyed while capture waited for its pending writes');
     }
-    if (isQuiet(tlsSocket, tap)) {
-      const count = tap.out.recordCount;
-      await immediate();
-      await immediate();
-      if (isQuiet(tlsSocket, tap) && tap.out.recordCount === count &&
-          !tlsSocket.destroyed && !tap.destroyed) {
-        return;
-      }
-    } else if (tap.inflightWrites > 0) {
+    if (isQuiet(tlsSocket, tap)) return;
+    if (tap.inflightWrites > 0) {
       await Promise.race([tap.writeSettled(), delay(kQuietPollInterval)]);
     } else {
-      // Node has buffered writes that have not reached the tap yet: they will on a coming turn of
-      // the event loop (or never, if the user corked the socket; hence the slower polling later).
+      // The report of a finished write to TLSWrap (one setImmediate), or writes Node buffered
+      // that reach the tap on a coming turn of the event loop (or never, if the user corked the
+      // socket; hence the slower polling later).
       await (turn < kQuietFastTurns ? immediate() : delay(kQuietPollInterval));
     }
     if (Date.now() > deadline) {
@@ -247,10 +242,15 @@ interface DirectionKeys {
   secret?: Buffer;
   key?: Buffer;
   iv?: Buffer;
+  // The keys derived once for every record opened with them (made at the first open).
+  opener?: RecordOpener;
 }
 
 function openAt(version: number, suite: number, keys: DirectionKeys, seq: bigint, record: Buffer) {
-  return binding.openRecord({ version, cipherSuite: suite, ...keys, seq, record });
+  keys.opener ??= new binding.RecordOpener({
+    version, cipherSuite: suite, secret: keys.secret, key: keys.key, iv: keys.iv,
+  });
+  return keys.opener.open(seq, record);
 }
 
 function selfCheckFailed(what: string): SpliceError {
@@ -323,8 +323,10 @@ function sequenceOf(tap: RecordTap, dir: DirectionState, version: number, suite:
   } else {
     // Only handshake records so far: the last must open under the handshake secret.
     const hsSecret = tap.handshakeSecret(dir);
-    if (hsSecret !== undefined &&
-        openAt(version, suite, { secret: hsSecret }, BigInt(last.protectedIndex), last.data) === null) {
+    if (hsSecret !== undefined && binding.openRecord({
+      version, cipherSuite: suite, secret: hsSecret, seq: BigInt(last.protectedIndex),
+      record: last.data,
+    }) === null) {
       throw selfCheckFailed(`the last ${name} handshake record does not open under the ` +
         'handshake secret');
     }
@@ -360,18 +362,24 @@ function maxFragmentLengthOf(tap: RecordTap, version: number, suite: number): nu
       'SERVER_HANDSHAKE_TRAFFIC_SECRET was not logged, so EncryptedExtensions cannot be read');
   }
   const reassembler = new HandshakeReassembler();
-  for (let i = 0; i < serverDir.firstProtected.length; i++) {
-    const opened = openAt(version, suite, { secret }, BigInt(i), serverDir.firstProtected[i]);
-    if (opened === null || opened.type !== ContentType.handshake) break;
-    const [first] = reassembler.push(opened.plaintext);
-    if (first !== undefined) {
-      if (first.type !== HandshakeType.encryptedExtensions) break;
-      try {
-        return parseEncryptedExtensions(first.body).maxFragmentLength ?? kDefaultMaxFragmentLength;
-      } catch (err) {
-        throw selfCheckFailed(`EncryptedExtensions could not be read (${(err as Error).message})`);
+  const keys: DirectionKeys = { secret };
+  try {
+    for (let i = 0; i < serverDir.firstProtected.length; i++) {
+      const opened = openAt(version, suite, keys, BigInt(i), serverDir.firstProtected[i]);
+      if (opened === null || opened.type !== ContentType.handshake) break;
+      const [first] = reassembler.push(opened.plaintext);
+      if (first !== undefined) {
+        if (first.type !== HandshakeType.encryptedExtensions) break;
+        try {
+          return parseEncryptedExtensions(first.body).maxFragmentLength ??
+            kDefaultMaxFragmentLength;
+        } catch (err) {
+          throw selfCheckFailed(`EncryptedExtensions could not be read (${(err as Error).message})`);
+        }
       }
     }
+  } finally {
+    keys.opener?.wipe();
   }
   throw selfCheckFailed('EncryptedExtensions was not found in the first server records');
 }
@@ -392,8 +400,9 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   let readKeys: DirectionKeys;
   let writeKeys: DirectionKeys;
   if (version === kTls13) {
-    readKeys = { secret: tap.applicationSecret(readDir) };
-    writeKeys = { secret: tap.applicationSecret(writeDir) };
+    // The tap's openers: keys it derived already for trial decryption (wiped with its secrets).
+    readKeys = { secret: tap.applicationSecret(readDir), opener: tap.applicationOpener(readDir) };
+    writeKeys = { secret: tap.applicationSecret(writeDir), opener: tap.applicationOpener(writeDir) };
   } else {
     const block = binding.deriveTls12KeyBlock(suite, tap.secret('CLIENT_RANDOM')!, clientRandom,
       serverRandom);
@@ -402,9 +411,19 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     readKeys = tap.isServer ? clientKeys : serverKeys;
     writeKeys = tap.isServer ? serverKeys : clientKeys;
   }
-  const read = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+  let read: DirectionSequence;
+  let writeSeq: bigint;
+  try {
+    read = sequenceOf(tap, readDir, version, suite, readKeys, 'received');
+    writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent').seq;
+  } finally {
+    // TLS 1.2: openers of keys made here; the session carries its own copies of the keys.
+    if (version === kTls12) {
+      readKeys.opener?.wipe();
+      writeKeys.opener?.wipe();
+    }
+  }
   const readSeq = read.seq;
-  const writeSeq = sequenceOf(tap, writeDir, version, suite, writeKeys, 'sent').seq;
   const writeExplicitNonce = explicitNonceAfter(writeDir, version, suite);
   const maxFragmentLength = maxFragmentLengthOf(tap, version, suite);
   const session: DerivedSession = {
@@ -577,7 +596,16 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
   if (wasFlowing) tlsSocket.pause();
   let fd = -1;
   try {
-    await waitForQuiet(tlsSocket, tap, timeout);
+    const deadline = Date.now() + timeout;
+    do {
+      // Always at least one await, even when Node is quiet already: captureSession() may be
+      // called from inside Node's TLS processing ('secure', 'secureConnection' run within
+      // OpenSSL's handshake call, before TLSWrap's EncOut() hands the session tickets over), and
+      // a promise continuation runs only once that JS -> C++ -> JS stack has unwound.
+      await waitForQuiet(tlsSocket, tap, deadline, timeout);
+      // Ticks run on the way out of waitForQuiet() may have made Node write: the quiet point is
+      // the one seen in the same synchronous run as everything below.
+    } while (!isQuiet(tlsSocket, tap));
     checkCapturable(tlsSocket, tap, endHold.held);
     const { session, closeNotifyRead } = deriveSession(tlsSocket, tap);
     const answers = snapshotSession(tlsSocket);

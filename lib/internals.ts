@@ -132,6 +132,13 @@ export function freezeAddresses(socket: net.Socket, source: net.Socket): void {
     unknown as net.Socket);
 }
 
+// A server TLSSocket whose 'newSession' listener has not called back yet: TLSWrap holds its
+// output (the session tickets) until it does. False when Node does not say (the field is set by
+// _tls_wrap.js's onnewsession only while a server has 'newSession' listeners).
+export function newSessionPending(tlsSocket: tls.TLSSocket): boolean {
+  return (tlsSocket as unknown as { _newSessionPending?: unknown })._newSessionPending === true;
+}
+
 // tls.Server's own connection listener on a freshly constructed server, or undefined.
 export function tlsConnectionListener(server: tls.Server):
     ((this: tls.Server, socket: net.Socket) => void) | undefined {

@@ -20,10 +20,11 @@ import { Duplex } from 'node:stream';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 
-import { binding } from './binding';
+import { RecordOpener, binding } from './binding';
 import { SpliceError } from './errors';
 import {
-  disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, readStop, socketFd,
+  disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, newSessionPending,
+  readStop, socketFd,
 } from './internals';
 import {
   ClientHelloInfo,
@@ -302,16 +303,20 @@ export function keylogClientRandom(line: Buffer | string): string | undefined {
   return splitKeylogLine(line)?.clientRandom;
 }
 
-export function parseKeylogLine(line: Buffer | string):
-    { label: string; clientRandom: string; secret: Buffer } | undefined {
-  const fields = splitKeylogLine(line);
-  if (fields === undefined) return undefined;
-  const { line: buf, secretStart, secretEnd } = fields;
+// The secret of a split line, decoded from the hex bytes (never through a string).
+function keylogSecret({ line: buf, secretStart, secretEnd }: KeylogFields): Buffer {
   const secret = Buffer.alloc((secretEnd - secretStart) / 2);
   for (let i = 0; i < secret.length; i++) {
     secret[i] = (hexValue(buf[secretStart + 2 * i]) << 4) | hexValue(buf[secretStart + 2 * i + 1]);
   }
-  return { label: fields.label, clientRandom: fields.clientRandom, secret };
+  return secret;
+}
+
+export function parseKeylogLine(line: Buffer | string):
+    { label: string; clientRandom: string; secret: Buffer } | undefined {
+  const fields = splitKeylogLine(line);
+  if (fields === undefined) return undefined;
+  return { label: fields.label, clientRandom: fields.clientRandom, secret: keylogSecret(fields) };
 }
 
 export class RecordTap extends Duplex {
@@ -331,6 +336,11 @@ export class RecordTap extends Duplex {
   #version: number | undefined;
   #secrets = new Map<string, Buffer>();
   #secretsWiped = false;
+  // TLS 1.3: the keys of each direction's application secret, derived once at the first trial
+  // decryption (not once per record opened); wiped with the secrets.
+  #openers = new Map<DirectionState, RecordOpener>();
+  // The ClientHello random in hex, as key log lines name it (computed once, not per line).
+  #clientRandomHex: string | undefined;
   #inFramer = new RecordFramer('data received from the peer');
   #outFramer = new RecordFramer('data Node wrote');
   #state: TapState = 'open';
@@ -355,6 +365,10 @@ export class RecordTap extends Duplex {
   #rawFlowing = false;
   #inflightWrites = 0;
   #writeWaiters: (() => void)[] = [];
+  // Writes the raw socket completed whose report to TLSWrap may not have happened yet: Node's
+  // JSStreamSocket tells TLSWrap a write is done one setImmediate after our callback, and only then
+  // does TLSWrap hand over the output it queued meanwhile (see nodeOutputPending).
+  #writeReportsPending = 0;
 
   constructor(raw: net.Socket, options: RecordTapOptions) {
     super({ allowHalfOpen: true, decodeStrings: true });
@@ -400,6 +414,20 @@ export class RecordTap extends Duplex {
 
   get outPartialLength(): number {
     return this.#outFramer.partialLength;
+  }
+
+  // Whether Node's TLS layer may still write ciphertext it has produced, without anything on the
+  // JS side showing it. TLSWrap (src/crypto/crypto_tls.cc) hands its encrypted output to the tap
+  // from EncOut(), which every entry point that produces output (a delivered record, a write, a
+  // shutdown, newSessionDone, the completion of a write) calls synchronously before returning to
+  // JS; EncOut() holds the output back only while a write of its own is unfinished (write_size_,
+  // until JSStreamSocket's finishWrite, one setImmediate after the raw write completes: counted
+  // here), or while a server's 'newSession' listener has not called back (_newSessionPending).
+  // So when this is false and no write is in flight, Node has nothing more to send.
+  get nodeOutputPending(): boolean {
+    return this.#inflightWrites > 0 || this.#writeReportsPending > 0 ||
+      this.#outFramer.partialLength > 0 || this.writableLength > 0 ||
+      (this.tlsSocket !== undefined && newSessionPending(this.tlsSocket));
   }
 
   get eofDelivered(): boolean {
@@ -451,12 +479,12 @@ export class RecordTap extends Duplex {
   addKeylogLine(line: Buffer | string): boolean {
     if (this.#secretsWiped || this.clientHello === undefined) return false;
     const fields = splitKeylogLine(line);
-    if (fields === undefined || fields.clientRandom !== this.clientHello.random.toString('hex') ||
+    this.#clientRandomHex ??= this.clientHello.random.toString('hex');
+    if (fields === undefined || fields.clientRandom !== this.#clientRandomHex ||
         this.#secrets.has(fields.label)) {
       return false;
     }
-    const parsed = parseKeylogLine(line)!;
-    this.#secrets.set(parsed.label, parsed.secret);
+    this.#secrets.set(fields.label, keylogSecret(fields));
     return true;
   }
 
@@ -464,6 +492,8 @@ export class RecordTap extends Duplex {
   // when the connection is destroyed): they must not outlive their use in the JS heap.
   wipeSecrets(): void {
     this.#secretsWiped = true;
+    for (const opener of this.#openers.values()) opener.wipe();
+    this.#openers.clear();
     for (const secret of this.#secrets.values()) secret.fill(0);
     this.#secrets.clear();
   }
@@ -634,9 +664,17 @@ export class RecordTap extends Duplex {
       const waiters = this.#writeWaiters;
       this.#writeWaiters = [];
       for (const wake of waiters) wake();
+      // JSStreamSocket's write callback (reached through this one) queues its finishWrite with
+      // setImmediate; ours is queued after it, so when ours runs TLSWrap has been told.
+      this.#writeReportsPending++;
       callback(err);
+      setImmediate(this.#onWriteReported);
     });
   }
+
+  #onWriteReported = (): void => {
+    this.#writeReportsPending--;
+  };
 
   override _final(callback: (error?: Error | null) => void): void {
     if (this.#state !== 'captured' && !this.raw.destroyed && !this.raw.writableEnded) {
@@ -800,6 +838,22 @@ export class RecordTap extends Duplex {
     return this.#secrets.get(dir.fromServer ? 'SERVER_TRAFFIC_SECRET_0' : 'CLIENT_TRAFFIC_SECRET_0');
   }
 
+  // TLS 1.3: opens this direction's records under its application secret (keys derived once);
+  // undefined until the secret is logged, for a suite the native side lacks, or once wiped.
+  applicationOpener(dir: DirectionState): RecordOpener | undefined {
+    let opener = this.#openers.get(dir);
+    if (opener !== undefined) return opener;
+    const suite = this.serverHello?.cipherSuite;
+    const secret = this.applicationSecret(dir);
+    if (this.#version !== kTls13 || suite === undefined || secret === undefined ||
+        !binding.isNativeSuite(kTls13, suite)) {
+      return undefined;
+    }
+    opener = new binding.RecordOpener({ version: kTls13, cipherSuite: suite, secret });
+    this.#openers.set(dir, opener);
+    return opener;
+  }
+
   handshakeSecret(dir: DirectionState): Buffer | undefined {
     return this.#secrets.get(dir.fromServer ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' :
       'CLIENT_HANDSHAKE_TRAFFIC_SECRET');
@@ -809,17 +863,16 @@ export class RecordTap extends Duplex {
   // under the application secret at sequence 0 is the boundary. Each retained record is tried
   // once; the retained records are dropped as soon as the boundary is found.
   searchBoundary(dir: DirectionState): void {
-    if (this.#version !== kTls13 || dir.boundary !== undefined || dir.boundaryLost) return;
-    const suite = this.serverHello?.cipherSuite;
-    const secret = this.applicationSecret(dir);
-    if (suite === undefined || secret === undefined || !binding.isNativeSuite(kTls13, suite)) return;
+    if (this.#version !== kTls13 || dir.boundary !== undefined || dir.boundaryLost ||
+        dir.trialNext >= dir.retained.length) {
+      return;
+    }
+    const opener = this.applicationOpener(dir);
+    if (opener === undefined) return;
     while (dir.trialNext < dir.retained.length) {
       const index = dir.trialNext++;
       const { record, data } = dir.retained[index];
-      const opened = binding.openRecord({
-        version: kTls13, cipherSuite: suite, secret, seq: 0n, record: data,
-      });
-      if (opened !== null) {
+      if (opener.open(0n, data) !== null) {
         dir.boundary = record.protectedIndex;
         const after = dir.retained.slice(index);
         dir.retained = [];
@@ -837,13 +890,9 @@ export class RecordTap extends Duplex {
   // TLS 1.3: opens short post-handshake records to notice a KeyUpdate, which OpenSSL follows
   // without logging the new secret.
   #probe(dir: DirectionState, { record, data }: DeferredRecord): void {
-    const suite = this.serverHello?.cipherSuite;
-    const secret = this.applicationSecret(dir);
-    if (suite === undefined || secret === undefined || dir.boundary === undefined) return;
-    const opened = binding.openRecord({
-      version: kTls13, cipherSuite: suite, secret,
-      seq: BigInt(record.protectedIndex - dir.boundary), record: data,
-    });
+    const opener = dir.boundary === undefined ? undefined : this.applicationOpener(dir);
+    if (opener === undefined) return;
+    const opened = opener.open(BigInt(record.protectedIndex - dir.boundary!), data);
     if (opened === null) {
       record.unopened = true;
     } else if (opened.type === ContentType.handshake &&

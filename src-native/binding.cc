@@ -130,36 +130,34 @@ bool get_u64(const Napi::Value& value, uint64_t* out) {
   return false;
 }
 
-Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) {
-    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): params object");
-  }
-  Napi::Object params = info[0].As<Napi::Object>();
+// The keys of one direction from params { version, cipherSuite, secret } (TLS 1.3) or
+// { version, cipherSuite, key, iv } (TLS 1.2), at sequence `seq`, for opening. Throws (returns
+// false with a pending exception) on a bad shape.
+bool init_opening(Napi::Env env, const char* what, const Napi::Object& params, uint64_t seq,
+                  RecordProtection* out_protection) {
   const CipherSuite* suite = get_suite(params.Get("version"), params.Get("cipherSuite"));
-  uint64_t seq = 0;
-  Napi::Value record_value = params.Get("record");
-  if (suite == nullptr || !get_u64(params.Get("seq"), &seq) || !record_value.IsBuffer()) {
-    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
-                       "openRecord(params): bad version, cipherSuite, seq or record");
-  }
-  RecordProtection protection;
   bool ok = false;
-  if (suite->version == TlsVersion::kTls13) {
+  if (suite != nullptr && suite->version == TlsVersion::kTls13) {
     const uint8_t* secret = nullptr;
     ok = get_bytes(params.Get("secret"), hash_length(suite->hash), &secret) &&
-         protection.init_tls13(*suite, secret, seq, false);
-  } else {
+         out_protection->init_tls13(*suite, secret, seq, false);
+  } else if (suite != nullptr) {
     const uint8_t* key = nullptr;
     const uint8_t* iv = nullptr;
     ok = get_bytes(params.Get("key"), suite->key_length, &key) &&
          get_bytes(params.Get("iv"), suite->fixed_iv_length, &iv) &&
-         protection.init_tls12(*suite, key, iv, seq, false);
+         out_protection->init_tls12(*suite, key, iv, seq, false);
   }
   if (!ok) {
-    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
-                       "openRecord(params): bad secret, key or iv for the suite");
+    throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
+                (std::string(what) + ": bad version, cipherSuite, secret, key or iv").c_str());
   }
+  return ok;
+}
+
+// Opens one whole record (header included) at the protection's current sequence number:
+// { type, plaintext }, or null when it is not one record or does not authenticate.
+Napi::Value open_one(Napi::Env env, RecordProtection* protection, const Napi::Value& record_value) {
   Napi::Buffer<uint8_t> record = record_value.As<Napi::Buffer<uint8_t>>();
   const uint8_t* data = record.Data();
   const size_t length = record.Length();
@@ -168,8 +166,8 @@ Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
   if (length != kRecordHeaderLength + body_length) return env.Null();
   std::string out(body_length, '\0');
   OpenedRecord opened{};
-  const OpenStatus status = protection.open(data, data + kRecordHeaderLength, body_length,
-                                            reinterpret_cast<uint8_t*>(out.data()), &opened);
+  const OpenStatus status = protection->open(data, data + kRecordHeaderLength, body_length,
+                                             reinterpret_cast<uint8_t*>(out.data()), &opened);
   if (status != OpenStatus::kOk) {
     wipe(out.data(), out.size());
     return env.Null();
@@ -181,6 +179,69 @@ Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
   wipe(out.data(), out.size());
   return result;
 }
+
+Napi::Value OpenRecord(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): params object");
+  }
+  Napi::Object params = info[0].As<Napi::Object>();
+  uint64_t seq = 0;
+  Napi::Value record_value = params.Get("record");
+  if (!get_u64(params.Get("seq"), &seq) || !record_value.IsBuffer()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "openRecord(params): bad seq or record");
+  }
+  RecordProtection protection;
+  if (!init_opening(env, "openRecord(params)", params, seq, &protection)) return env.Undefined();
+  return open_one(env, &protection, record_value);
+}
+
+// `new RecordOpener(params)`: the keys of one direction ({ version, cipherSuite, secret } or
+// { version, cipherSuite, key, iv }), derived once, for trial decryption of many records at
+// capture; open(seq, record) is openRecord() without the key derivation. wipe() erases the keys
+// (so does the garbage collector); open() after wipe() throws.
+class RecordOpenerWrap : public Napi::ObjectWrap<RecordOpenerWrap> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "RecordOpener",
+                       {InstanceMethod<&RecordOpenerWrap::open>("open"),
+                        InstanceMethod<&RecordOpenerWrap::wipe_keys>("wipe")});
+  }
+
+  explicit RecordOpenerWrap(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<RecordOpenerWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) {
+      throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "new RecordOpener(params): params object");
+      return;
+    }
+    ready_ = init_opening(env, "new RecordOpener(params)", info[0].As<Napi::Object>(), 0,
+                          &protection_);
+  }
+
+ private:
+  Napi::Value open(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t seq = 0;
+    if (!ready_) {
+      return throw_coded(env, "ERR_TLS_SPLICE_INVALID_STATE", "RecordOpener: the keys were wiped");
+    }
+    if (!get_u64(info[0], &seq) || !info[1].IsBuffer()) {
+      return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "RecordOpener.open(seq, record)");
+    }
+    protection_.set_seq(seq);
+    return open_one(env, &protection_, info[1]);
+  }
+
+  Napi::Value wipe_keys(const Napi::CallbackInfo& info) {
+    protection_.wipe();
+    ready_ = false;
+    return info.Env().Undefined();
+  }
+
+  RecordProtection protection_;  // its destructor wipes the keys
+  bool ready_ = false;
+};
 
 Napi::Value DupFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -299,6 +360,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("deriveTls12KeyBlock",
               Napi::Function::New(env, DeriveTls12KeyBlock, "deriveTls12KeyBlock"));
   exports.Set("openRecord", Napi::Function::New(env, OpenRecord, "openRecord"));
+  exports.Set("RecordOpener", RecordOpenerWrap::define(env));
   exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));

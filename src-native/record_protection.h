@@ -53,6 +53,9 @@ class RecordProtection {
                   uint64_t seq, bool sealing, uint64_t explicit_nonce);
   // RFC 8446 4.6.3: move to the next traffic secret and restart the sequence at 0.
   bool update_traffic_secret();
+  // Sets the sequence number of the next record: trial decryption at capture opens records at
+  // positions of its choosing under one set of keys, derived once.
+  void set_seq(uint64_t seq) { seq_ = seq; }
 
   // Opens one record. `header` is its 5-byte header and `body` its `body_length` bytes.
   // `out` must have room for body_length bytes; it may equal `body` (in-place).

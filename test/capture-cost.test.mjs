@@ -13,12 +13,34 @@ import { collectData, exchangeAndVerify, openServer } from './helpers/scenarios.
 
 after(stopAll);
 
+// Counts native trial decryption: records opened (openRecord() calls and RecordOpener opens)
+// and key derivations (each openRecord() call derives its keys; a RecordOpener derives them once).
 function countOpenRecord() {
   const original = binding.openRecord;
-  const counter = { calls: 0, restore: () => { binding.openRecord = original; } };
+  const OriginalOpener = binding.RecordOpener;
+  const counter = {
+    calls: 0,
+    derivations: 0,
+    restore: () => {
+      binding.openRecord = original;
+      binding.RecordOpener = OriginalOpener;
+    },
+  };
   binding.openRecord = (params) => {
     counter.calls++;
+    counter.derivations++;
     return original(params);
+  };
+  binding.RecordOpener = class extends OriginalOpener {
+    constructor(params) {
+      super(params);
+      counter.derivations++;
+    }
+
+    open(seq, record) {
+      counter.calls++;
+      return super.open(seq, record);
+    }
   };
   return counter;
 }
@@ -40,6 +62,10 @@ test('TLS 1.3: no record is opened in JS before capture; capture opens what it n
     assert.equal(counter.calls, 0, 'openRecord calls before capture');
     session = await captureSession(opened.sock);
     assert.ok(counter.calls > 0, 'capture found the boundary and probed the short records');
+    // The boundary search, the probes and the proofs of the last records open 10 or more
+    // records here; the keys of each direction's application secret are derived once for all.
+    assert.ok(counter.calls >= 10, `records opened: ${counter.calls}`);
+    assert.equal(counter.derivations, 2, 'key derivations: one per direction');
     assert.equal(session.readSeq, 5n);
     assert.equal(session.writeSeq, 5n + 2n, 'five pongs after the two session tickets');
   } finally {
