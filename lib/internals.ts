@@ -217,6 +217,18 @@ const kTlsWrapSslMethods = [
   'verifyError', 'setMaxSendFragment', 'enablePskCallback', 'setPskIdentityHint',
 ];
 
+// What decides a TLSSocket's own certificate: the SecureContext an SNICallback chose for this
+// connection (the handle's sni_context), else the one the socket was created with (the handle's
+// _secureContext; Node 20 _tls_wrap.js sets both). Every socket with the same one answers
+// getCertificate() and getX509Certificate() alike, so spent-socket.ts reads them once per
+// context: each is a parse of the certificate, dear per connection. undefined when neither is
+// there (then each socket is read on its own).
+export function certificateContextOf(socket: tls.TLSSocket): object | undefined {
+  const handle = handleOf(socket) as unknown as { sni_context?: unknown; _secureContext?: unknown } | null;
+  const context = handle?.sni_context ?? handle?._secureContext;
+  return typeof context === 'object' && context !== null ? context : undefined;
+}
+
 // True while the socket has its handle (Node's TLSSocket methods answer null once it is gone).
 export function hasLiveHandle(socket: net.Socket): boolean {
   return handleOf(socket) !== null;

@@ -14,10 +14,11 @@
 // object inserted between the socket and tls.TLSSocket.prototype), so a spent socket costs no
 // closures. The own certificate, the same for every connection of a server, is snapshotted once
 // per certificate (keyed by its fingerprint).
+import { X509Certificate } from 'node:crypto';
 import * as tls from 'node:tls';
 
 import { SpliceError } from './errors';
-import { freeTlsState, hasLiveHandle } from './internals';
+import { certificateContextOf, freeTlsState, hasLiveHandle } from './internals';
 
 interface Snapshot {
   protocol: string | null;
@@ -73,22 +74,44 @@ function intern<T>(value: T): T {
   return value;
 }
 
-function ownCertificate(socket: tls.TLSSocket, x509: unknown): object {
+interface OwnCertificate {
+  certificate: object;
+  x509: unknown;
+}
+
+// The own certificate by the SecureContext that decides it (internals.certificateContextOf): read
+// once per context, not per connection (each read parses the certificate: it was most of a
+// snapshot's cost in a profile of a terminator). Goes with the context.
+const ownCertificates = new WeakMap<object, OwnCertificate>();
+
+function readOwnCertificate(socket: tls.TLSSocket): OwnCertificate {
+  const x509 = socket.getX509Certificate();
   const fingerprint = (x509 as { fingerprint256?: string } | undefined)?.fingerprint256;
-  if (fingerprint === undefined) return socket.getCertificate() ?? {};
-  let cached = certificates.get(fingerprint);
-  if (cached === undefined) {
-    cached = socket.getCertificate() ?? {};
+  if (fingerprint === undefined) return { certificate: socket.getCertificate() ?? {}, x509 };
+  let certificate = certificates.get(fingerprint);
+  if (certificate === undefined) {
+    certificate = socket.getCertificate() ?? {};
     if (certificates.size >= kMaxCachedCertificates) {
       certificates.delete(certificates.keys().next().value as string);
     }
-    certificates.set(fingerprint, cached);
+    certificates.set(fingerprint, certificate);
   }
-  return cached;
+  return { certificate, x509 };
+}
+
+function ownCertificate(socket: tls.TLSSocket): OwnCertificate {
+  const context = certificateContextOf(socket);
+  if (context === undefined) return readOwnCertificate(socket);
+  let own = ownCertificates.get(context);
+  if (own === undefined) {
+    own = readOwnCertificate(socket);
+    ownCertificates.set(context, own);
+  }
+  return own;
 }
 
 function takeSnapshot(socket: tls.TLSSocket): Snapshot {
-  const x509 = socket.getX509Certificate();
+  const own = ownCertificate(socket);
   // Node 20 answers getPeerX509Certificate() once on a client (later calls return undefined), so
   // whether there is a peer certificate is read from getPeerCertificate(): {} when there is none
   // (a server without requestCert), and then the detailed form is the same.
@@ -104,12 +127,13 @@ function takeSnapshot(socket: tls.TLSSocket): Snapshot {
     sharedSigalgs: intern(socket.getSharedSigalgs()),
     ephemeralKeyInfo: intern(socket.getEphemeralKeyInfo()),
     sessionReused: socket.isSessionReused(),
-    certificate: ownCertificate(socket, x509),
-    x509,
+    certificate: own.certificate,
+    x509: own.x509,
     peerCertificate,
     peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) :
       peerCertificate,
-    peerX509: hasPeerCertificate ? socket.getPeerX509Certificate() : undefined,
+    // Made from the DER when first asked for (a parse per connection otherwise).
+    peerX509: undefined,
   };
 }
 
@@ -161,7 +185,11 @@ const spentMethods: Record<string, Method> = {
   getX509Certificate: answer('getX509Certificate', (s) => s.x509),
   getPeerCertificate: answer('getPeerCertificate',
     (s, [detailed]) => copy(detailed ? s.peerCertificateDetailed : s.peerCertificate)),
-  getPeerX509Certificate: answer('getPeerX509Certificate', (s) => s.peerX509),
+  getPeerX509Certificate: answer('getPeerX509Certificate', (s) => {
+    const raw = (s.peerCertificate as { raw?: Buffer }).raw;
+    if (s.peerX509 === undefined && raw !== undefined) s.peerX509 = new X509Certificate(raw);
+    return s.peerX509;
+  }),
   exportKeyingMaterial: refused('exportKeyingMaterial'),
   renegotiate: function (this: tls.TLSSocket, options: unknown, callback?: unknown) {
     if (!snapshots.has(this) || !hasLiveHandle(this)) {

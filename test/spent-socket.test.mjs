@@ -252,4 +252,55 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
         server.close();
       }
     });
+
+  test('the own certificate is read once per SecureContext (the SNI one when chosen), not per splice',
+    { timeout: 30000 }, async () => {
+      const other = tls.createSecureContext({
+        key: read(FIXTURES.clientKey), cert: read(FIXTURES.clientCert),
+      });
+      const { server, port } = await listenServer({
+        key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert),
+        SNICallback: (name, callback) => callback(null, name === 'other' ? other : undefined),
+      });
+      const sink = net.createServer((s) => { s.resume(); s.on('error', () => {}); });
+      await new Promise((resolve) => sink.listen(0, '127.0.0.1', resolve));
+      const original = tls.TLSSocket.prototype.getX509Certificate;
+      let readsDuringStart = 0;
+      let starting = false;
+      tls.TLSSocket.prototype.getX509Certificate = function (...args) {
+        if (starting) readsDuringStart++;
+        return original.apply(this, args);
+      };
+      const fingerprints = new Map();
+      try {
+        for (const name of ['localhost', 'localhost', 'other', 'other']) {
+          const secured = onceEvent(server, 'secureConnection', 10000);
+          const client = tls.connect({ port, host: '127.0.0.1', servername: name,
+            rejectUnauthorized: false });
+          client.on('error', () => {});
+          const [sock] = await secured;
+          const before = {
+            x509: sock.getX509Certificate().fingerprint256, certificate: sock.getCertificate(),
+          };
+          const target = net.connect(sink.address().port, '127.0.0.1');
+          await onceEvent(target, 'connect');
+          const handle = spliceTo(sock, target, { engine: 'native', autoClose: true });
+          starting = true;
+          await handle.start().finally(() => { starting = false; });
+          assert.equal(sock.ssl, null);
+          assert.equal(sock.getX509Certificate().fingerprint256, before.x509, name);
+          assert.deepEqual(sock.getCertificate(), before.certificate, name);
+          fingerprints.set(name, before.x509);
+          client.destroy();
+          await withTimeout(handle.closed, 10000, 'the splice to end');
+        }
+      } finally {
+        tls.TLSSocket.prototype.getX509Certificate = original;
+        server.close();
+        sink.close();
+      }
+      assert.notEqual(fingerprints.get('localhost'), fingerprints.get('other'),
+        'the SNI context has its own certificate');
+      assert.equal(readsDuringStart, 2, 'one read per SecureContext, none for the second splice of each');
+    });
 });
