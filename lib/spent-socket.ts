@@ -34,7 +34,6 @@ interface Snapshot {
   x509: unknown;
   peerCertificate: object;
   peerCertificateDetailed: object;
-  peerX509: unknown;
 }
 
 const snapshots = new WeakMap<tls.TLSSocket, Snapshot>();
@@ -132,8 +131,6 @@ function takeSnapshot(socket: tls.TLSSocket): Snapshot {
     peerCertificate,
     peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) :
       peerCertificate,
-    // Made from the DER when first asked for (a parse per connection otherwise).
-    peerX509: undefined,
   };
 }
 
@@ -182,13 +179,14 @@ const spentMethods: Record<string, Method> = {
   getEphemeralKeyInfo: answer('getEphemeralKeyInfo', (s) => copy(s.ephemeralKeyInfo)),
   isSessionReused: answer('isSessionReused', (s) => s.sessionReused),
   getCertificate: answer('getCertificate', (s) => copy(s.certificate)),
-  getX509Certificate: answer('getX509Certificate', (s) => s.x509),
+  // A fresh object per call, as Node returns (the snapshot's is shared by a SecureContext's sockets).
+  getX509Certificate: answer('getX509Certificate',
+    (s) => (s.x509 === undefined ? undefined : new X509Certificate((s.x509 as X509Certificate).raw))),
   getPeerCertificate: answer('getPeerCertificate',
     (s, [detailed]) => copy(detailed ? s.peerCertificateDetailed : s.peerCertificate)),
   getPeerX509Certificate: answer('getPeerX509Certificate', (s) => {
     const raw = (s.peerCertificate as { raw?: Buffer }).raw;
-    if (s.peerX509 === undefined && raw !== undefined) s.peerX509 = new X509Certificate(raw);
-    return s.peerX509;
+    return raw === undefined ? undefined : new X509Certificate(raw);
   }),
   exportKeyingMaterial: refused('exportKeyingMaterial'),
   renegotiate: function (this: tls.TLSSocket, options: unknown, callback?: unknown) {

@@ -289,6 +289,8 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
           await handle.start().finally(() => { starting = false; });
           assert.equal(sock.ssl, null);
           assert.equal(sock.getX509Certificate().fingerprint256, before.x509, name);
+          assert.notEqual(sock.getX509Certificate(), sock.getX509Certificate(),
+            'a fresh X509Certificate per call, as Node returns');
           assert.deepEqual(sock.getCertificate(), before.certificate, name);
           fingerprints.set(name, before.x509);
           client.destroy();
