@@ -3,7 +3,7 @@
 // stops the process must exit by itself (no read left waiting for a packet that never comes).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runScript } from './helpers/child-script.mjs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tunSupport } from './helpers/netns.mjs';
@@ -38,16 +38,10 @@ fs.closeSync(tun.fd);
 
 test('JS engine on an idle TUN: fs still works with one pool thread, and the process exits',
   { skip: skip ?? false, timeout: 30000 }, async () => {
-    const proc = spawn(process.execPath, ['--input-type=module', '-e', child], {
-      env: { ...process.env, UV_THREADPOOL_SIZE: '1' }, stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    proc.stdout.on('data', (d) => { out += d; });
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 15000);
-    const [code, signal] = await new Promise((r) => proc.once('exit', (c, s) => r([c, s])));
-    clearTimeout(timer);
-    assert.equal(signal, null, `the child hung and was killed; it printed: ${out}`);
-    assert.equal(code, 0);
+    const { code, signal, stdout: out, stderr } = await runScript(child,
+      { env: { ...process.env, UV_THREADPOOL_SIZE: '1' } });
+    assert.equal(signal, null, `the child hung and was killed; it printed: ${out}${stderr}`);
+    assert.equal(code, 0, stderr);
     assert.match(out, /^FS \d+$/m);
     assert.match(out, /^STOPPED stopped js$/m);
   });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import { spawn } from 'node:child_process';
+import { runScript } from './helpers/child-script.mjs';
 import { binding } from '../dist/binding.js';
 import { spliceTo } from '../dist/index.js';
 import { FIXTURES } from './helpers/peers.mjs';
@@ -191,15 +191,8 @@ test('a native Splice constructed but never started lets the process exit', { ti
       try { twice.start(); } catch (err) { console.log(err.code); }
       twice.stop(false);
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c) => { output += c; });
-    child.stderr.on('data', (c) => { output += c; });
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-    const { code, signal } = await exited;
-    clearTimeout(timer);
+    const { code, signal, stdout, stderr } = await runScript(script);
+    const output = stdout + stderr;
     assert.equal(signal, null, `the child did not exit on its own (killed): ${output}`);
     assert.equal(code, 0, output);
     assert.match(output, /ERR_TLS_SPLICE_INVALID_STATE/);

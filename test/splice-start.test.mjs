@@ -4,7 +4,6 @@
 // autoClose never closing an fd by a number that was reused, and stats.bytesIn counting `head`.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -12,6 +11,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { spliceTo } from '../dist/index.js';
 import { FIXTURES } from './helpers/peers.mjs';
+import { runScript } from './helpers/child-script.mjs';
 import { PrngStream, sha256 } from './helpers/data.mjs';
 import { ourClient, ourServer, drain, pipe, socketPair, userSide, withTimeout } from './helpers/splice-env.mjs';
 import { fdCount, assertFdsBack, waitForFdCount } from './helpers/resources.mjs';
@@ -117,14 +117,9 @@ test("the README's proxy example survives a refused backend (a child process)", 
         client.on('data', (d) => { got += d; });
         client.on('end', () => { console.log('client', JSON.stringify(got)); server.close(); });
       });`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out = drain(child.stdout);
-    const err = drain(child.stderr);
-    const [code] = await withTimeout(new Promise((r) => child.once('exit', (c, s) => r([c, s]))),
-      20000, 'the child to exit').catch((e) => { child.kill('SIGKILL'); throw e; });
-    const stdout = (await out).toString();
-    assert.equal(code, 0, `child exited with ${code}: ${(await err).toString()}`);
+    const { code, signal, stdout, stderr } = await runScript(script, { timeout: 20000 });
+    assert.equal(signal, null, `the child did not exit on its own (killed): ${stdout}${stderr}`);
+    assert.equal(code, 0, `child exited with ${code}: ${stderr}`);
     assert.match(stdout, /code ECONNREFUSED/);
     assert.match(stdout, /client "HTTP\/1.1 502 Bad Gateway\\r\\n\\r\\n"/);
   });
@@ -212,14 +207,10 @@ test('unref() before start() resolves lets the process exit (a child process)', 
         await started;
         console.log('started', handle.engine);
       });`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script],
-      { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out = drain(child.stdout);
-    const err = drain(child.stderr);
-    const [code] = await withTimeout(new Promise((r) => child.once('exit', (c, s) => r([c, s]))),
-      20000, 'the child to exit with an unref()ed splice').catch((e) => { child.kill('SIGKILL'); throw e; });
-    assert.equal(code, 0, (await err).toString());
-    assert.match((await out).toString(), /started native/);
+    const { code, signal, stdout, stderr } = await runScript(script, { timeout: 20000 });
+    assert.equal(signal, null, `the child did not exit with an unref()ed splice (killed): ${stdout}`);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /started native/);
   });
 
 for (const engine of ['native', 'js']) {
