@@ -114,6 +114,16 @@ describe('hello parsers', () => {
     assert.equal(hello.offeredMaxFragmentLength, undefined);
   });
 
+  test('a hello\'s random owns its memory: it pins no pooled slab for the life of a splice', async () => {
+    const [message] = new HandshakeReassembler().push((await realClientHello()).subarray(5));
+    const clientRandom = parseClientHello(message.body).random;
+    assert.equal(clientRandom.buffer.byteLength, 32);
+    const serverHello = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32, 7), Buffer.from([0, 0x13, 0x01, 0])]);
+    const serverRandom = parseServerHello(serverHello).random;
+    assert.equal(serverRandom.buffer.byteLength, 32);
+    assert.deepEqual(serverRandom, Buffer.alloc(32, 7));
+  });
+
   test('every truncation and 2000 random corruptions of a ClientHello', async () => {
     const record = await realClientHello();
     const body = record.subarray(9);
