@@ -20,6 +20,9 @@ namespace tls_splice {
 
 class IoThread {
  public:
+  // The name each I/O thread gives itself (pthread_setname_np; at most 15 characters).
+  static constexpr const char kThreadName[] = "tls-splice-io";
+
   IoThread() = default;
   ~IoThread();
   IoThread(const IoThread&) = delete;
