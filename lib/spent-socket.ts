@@ -34,9 +34,49 @@ interface Snapshot {
   x509: unknown;
   peerCertificate: object;
   peerCertificateDetailed: object;
+  // Cleartext counts at the quiet point (Node's bytesRead includes what it decrypted and the
+  // user has not read yet; capture hands that on as plaintext).
+  bytesRead: number;
+  bytesWritten: number;
 }
 
 const snapshots = new WeakMap<tls.TLSSocket, Snapshot>();
+
+// What the data plane did with a spent socket's session (set by the splice that took it): the
+// cleartext it received from the peer and sent to it, beyond what Node counted before capture;
+// and the TLS connection's socket options, which the native engine now owns.
+export interface SpentSocketTraffic {
+  received(): number;
+  sent(): number;
+  setNoDelay?(enable: boolean): void;
+  setKeepAlive?(enable: boolean, initialDelaySeconds: number): void;
+}
+
+const traffic = new WeakMap<tls.TLSSocket, SpentSocketTraffic>();
+
+// Called by the engine that took the session; again at its end with the final counts (and no
+// socket options: the fd is gone).
+export function setSpentSocketTraffic(socket: tls.TLSSocket, t: SpentSocketTraffic): void {
+  traffic.set(socket, t);
+}
+
+// setNoDelay()/setKeepAlive() of a spent socket: forwarded to the engine that owns its TCP
+// socket now; true when it took them (false: nobody owns it, the call does nothing, as Node's
+// does on a socket without a handle).
+export function spentSocketOption(socket: tls.TLSSocket, option: 'noDelay' | 'keepAlive',
+  enable: boolean, initialDelayMs = 0): boolean {
+  const t = traffic.get(socket);
+  if (option === 'noDelay' && t?.setNoDelay) {
+    t.setNoDelay(enable);
+    return true;
+  }
+  if (option === 'keepAlive' && t?.setKeepAlive) {
+    // As net.Socket.setKeepAlive(): milliseconds in, whole seconds to the kernel.
+    t.setKeepAlive(enable, Math.floor(Math.max(0, Number(initialDelayMs) || 0) / 1000));
+    return true;
+  }
+  return false;
+}
 
 // getCertificate() of a server's own certificate, by SHA-256 fingerprint: a few KiB of objects
 // that every connection of the server would otherwise keep a copy of. Bounded: a process serves
@@ -131,6 +171,8 @@ function takeSnapshot(socket: tls.TLSSocket): Snapshot {
     peerCertificate,
     peerCertificateDetailed: hasPeerCertificate ? socket.getPeerCertificate(true) :
       peerCertificate,
+    bytesRead: socket.bytesRead,
+    bytesWritten: socket.bytesWritten,
   };
 }
 
@@ -205,6 +247,20 @@ const spentMethods: Record<string, Method> = {
   enableTrace: refused('enableTrace'),
 };
 
+// The cleartext counts of a spent socket: Node's at capture plus the data plane's since. Node's
+// own getters would answer from the freed TLSWrap (frozen at capture), and after destroy from
+// what that handle last said: neither counts what the splice moved.
+const spentGetters: Record<string, (this: tls.TLSSocket) => number> = {
+  bytesRead(this: tls.TLSSocket): number {
+    const s = snapshots.get(this)!;
+    return s.bytesRead + (traffic.get(this)?.received() ?? 0);
+  },
+  bytesWritten(this: tls.TLSSocket): number {
+    const s = snapshots.get(this)!;
+    return s.bytesWritten + (traffic.get(this)?.sent() ?? 0);
+  },
+};
+
 // One spent prototype per original prototype (tls.TLSSocket.prototype, or a subclass's).
 const spentPrototypes = new WeakMap<object, object>();
 
@@ -216,6 +272,9 @@ function spentPrototypeOf(socket: tls.TLSSocket): object {
     for (const [name, fn] of Object.entries(spentMethods)) {
       Object.defineProperty(spent, name,
         { value: fn, writable: true, configurable: true, enumerable: false });
+    }
+    for (const [name, get] of Object.entries(spentGetters)) {
+      Object.defineProperty(spent, name, { get, configurable: true, enumerable: false });
     }
     spentPrototypes.set(parent, spent);
   }

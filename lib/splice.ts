@@ -30,6 +30,7 @@ import { HINTS } from './error-hints';
 import { SpliceError, invalidArg } from './errors';
 import { Framing, FramingOptions, PacketInfoKind } from './framing';
 import { JsEngine, JsEngineOptions } from './js-engine';
+import { setSpentSocketTraffic } from './spent-socket';
 import {
   ResolvedTarget, SpliceDirection, SpliceTarget, adoptUserFds, closeTarget, closeUserFds,
   closeWriteSideEarly, keepSocketHalfOpen, notRawReason, resetTargetSocket, resolveTarget,
@@ -127,6 +128,8 @@ interface NativeSplice {
   stats(): SpliceStats;
   ref(): void;
   unref(): void;
+  setNoDelay(enable: boolean): void;
+  setKeepAlive(enable: boolean, initialDelaySeconds: number): void;
 }
 
 type NativeSpliceConstructor = new (params: object,
@@ -252,6 +255,8 @@ export class SpliceHandle extends EventEmitter {
   private refed = true;
   private stopTimer: NodeJS.Timeout | null = null;
   private finalStats: SpliceStats | null = null;
+  // Of the native engine's bytesIn, what the peer did not send after capture (spent-socket.ts).
+  private notFromPeer = 0;
   private resolveClosed!: (end: SpliceEnd) => void;
   private readonly onAbort = () => void this.stop({ graceful: false });
   // On a target socket from spliceTo() on: an error with no listener would crash the process
@@ -493,6 +498,17 @@ export class SpliceHandle extends EventEmitter {
         else events.onClose(info, splice.stats());
       });
       splice.start();
+      // The spent TLSSocket counts what the splice moves, and its socket options reach the TCP
+      // socket the splice now owns. bytesIn also counts what was not received from the peer here
+      // (head) or was counted by Node already (the plaintext it had decrypted).
+      const notFromPeer = (options.head?.length ?? 0) + session.plaintext.length;
+      setSpentSocketTraffic(this.tlsSocket, {
+        received: () => Math.max(0, splice.stats().bytesIn - notFromPeer),
+        sent: () => splice.stats().bytesOut,
+        setNoDelay: (enable) => splice.setNoDelay(enable),
+        setKeepAlive: (enable, delay) => splice.setKeepAlive(enable, delay),
+      });
+      this.notFromPeer = notFromPeer;
       // The native side holds its own duplicates: with autoClose the user's fds go now, so
       // nothing is closed by number later.
       if (options.autoClose) closeUserFds(target);
@@ -524,7 +540,13 @@ export class SpliceHandle extends EventEmitter {
   }
 
   private onEngineClose(info: EngineEndInfo, stats: SpliceStats): void {
-    if (this.engine === 'native') releaseSpentSocket(this.tlsSocket);
+    if (this.engine === 'native') {
+      // The final counts, before the TLSSocket's 'close' (where users read them).
+      const received = Math.max(0, stats.bytesIn - this.notFromPeer);
+      const sent = stats.bytesOut;
+      setSpentSocketTraffic(this.tlsSocket, { received: () => received, sent: () => sent });
+      releaseSpentSocket(this.tlsSocket);
+    }
     this.finish(info, stats);
   }
 

@@ -22,6 +22,7 @@ import type * as tls from 'node:tls';
 
 import { RecordOpener, binding } from './binding';
 import { SpliceError } from './errors';
+import { spentSocketOption } from './spent-socket';
 import {
   disableReading, forwardAddresses, freezeAddresses, keepWritableAfterEnd, newSessionPending,
   readStop, socketFd,
@@ -463,12 +464,15 @@ export class RecordTap extends Duplex {
     const raw = this.raw;
     forwardAddresses(tlsSocket, raw);
     const proxy = tlsSocket as unknown as Record<string, unknown>;
+    // Once captured, the TCP socket belongs to the engine that took the session (spent-socket.ts).
     proxy.setNoDelay = (noDelay?: boolean) => {
       if (!raw.destroyed) raw.setNoDelay(noDelay);
+      else spentSocketOption(tlsSocket, 'noDelay', noDelay === undefined ? true : Boolean(noDelay));
       return tlsSocket;
     };
     proxy.setKeepAlive = (enable?: boolean, initialDelay?: number) => {
       if (!raw.destroyed) raw.setKeepAlive(enable, initialDelay);
+      else spentSocketOption(tlsSocket, 'keepAlive', Boolean(enable), initialDelay);
       return tlsSocket;
     };
   }

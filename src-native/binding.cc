@@ -266,8 +266,8 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // Internal, for tests: what the splice left behind on an fd. getFdFlags(fd) is fcntl(F_GETFL)
-// (O_NONBLOCK restored?); getSocketOption(fd, name) reads "TCP_NODELAY" or "SO_LINGER" (the
-// linger time in seconds when on, -1 when off).
+// (O_NONBLOCK restored?); getSocketOption(fd, name) reads "TCP_NODELAY", "SO_KEEPALIVE",
+// "TCP_KEEPIDLE" (seconds) or "SO_LINGER" (the linger time in seconds when on, -1 when off).
 Napi::Value GetFdFlags(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) {
@@ -293,6 +293,16 @@ Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
     }
     return Napi::Boolean::New(env, on != 0);
   }
+  if (name == "SO_KEEPALIVE" || name == "TCP_KEEPIDLE") {
+    int value = 0;
+    socklen_t length = sizeof(value);
+    const bool idle = name == "TCP_KEEPIDLE";
+    if (getsockopt(fd, idle ? IPPROTO_TCP : SOL_SOCKET, idle ? TCP_KEEPIDLE : SO_KEEPALIVE, &value,
+                   &length) != 0) {
+      return throw_uv(env, -errno, "getsockopt");
+    }
+    return idle ? Napi::Value(Napi::Number::New(env, value)) : Napi::Value(Napi::Boolean::New(env, value != 0));
+  }
   if (name == "SO_LINGER") {
     linger value{};
     socklen_t length = sizeof(value);
@@ -302,7 +312,8 @@ Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, value.l_onoff ? value.l_linger : -1);
   }
   return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
-                     "getSocketOption(fd, name): name is TCP_NODELAY or SO_LINGER");
+                     "getSocketOption(fd, name): name is TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE "
+                     "or SO_LINGER");
 }
 
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.

@@ -220,6 +220,16 @@ void Splice::stop(bool graceful) {
   pump();
 }
 
+void Splice::set_no_delay(bool enable) {
+  if (!started_ || closing_ || !config_.tcp_fd.valid()) return;
+  set_tcp_nodelay(config_.tcp_fd.get(), enable);
+}
+
+void Splice::set_keepalive(bool enable, int keepalive_delay_s) {
+  if (!started_ || closing_ || !config_.tcp_fd.valid()) return;
+  set_tcp_keepalive(config_.tcp_fd.get(), enable, keepalive_delay_s);
+}
+
 void Splice::on_poll(uv_poll_t* handle, int status, int events) {
   Watch* w = static_cast<Watch*>(handle->data);
   Splice* self = w->owner;

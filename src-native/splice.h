@@ -140,6 +140,13 @@ class Splice : public std::enable_shared_from_this<Splice> {
   // then close. Otherwise close at once. Idempotent; a no-op once closing.
   void stop(bool graceful);
 
+  // TLSSocket.setNoDelay() / setKeepAlive() of a spent socket, on the TLS connection's socket
+  // (a TCP one; anything else is left alone). On the loop's thread: the fd is the splice's until
+  // it closes, so an option set while it closes is dropped, never set on a reused fd number.
+  // keepalive_delay_s: TCP_KEEPIDLE in seconds when enabling (0 keeps the system's).
+  void set_no_delay(bool enable);
+  void set_keepalive(bool enable, int keepalive_delay_s);
+
   // Called on the loop's thread right after the observer's on_close (the I/O thread's load).
   void set_close_hook(std::function<void()> hook) { close_hook_ = std::move(hook); }
 

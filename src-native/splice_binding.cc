@@ -257,7 +257,9 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
                         InstanceMethod<&SpliceWrap::stop>("stop"),
                         InstanceMethod<&SpliceWrap::stats>("stats"),
                         InstanceMethod<&SpliceWrap::ref>("ref"),
-                        InstanceMethod<&SpliceWrap::unref>("unref")});
+                        InstanceMethod<&SpliceWrap::unref>("unref"),
+                        InstanceMethod<&SpliceWrap::setNoDelay>("setNoDelay"),
+                        InstanceMethod<&SpliceWrap::setKeepAlive>("setKeepAlive")});
   }
 
   explicit SpliceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SpliceWrap>(info) {
@@ -388,6 +390,31 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     if (thread_ != nullptr && splice_) {
       std::shared_ptr<Splice> splice = splice_;
       thread_->post([splice, graceful](uv_loop_t*) { splice->stop(graceful); });
+    }
+    return info.Env().Undefined();
+  }
+
+  // setNoDelay(enable) / setKeepAlive(enable, delaySeconds): the spent TLSSocket's socket
+  // options, applied on the I/O thread (Splice::set_no_delay). Nothing before start() or after
+  // the splice closed, as Node's own methods do nothing on a socket without a handle.
+  Napi::Value setNoDelay(const Napi::CallbackInfo& info) {
+    const bool enable = !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+    if (thread_ != nullptr && splice_) {
+      std::shared_ptr<Splice> splice = splice_;
+      thread_->post([splice, enable](uv_loop_t*) { splice->set_no_delay(enable); });
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value setKeepAlive(const Napi::CallbackInfo& info) {
+    const bool enable = info[0].IsBoolean() && info[0].As<Napi::Boolean>().Value();
+    double delay = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : 0;
+    // TCP_KEEPIDLE is an int of seconds; Linux takes 1..32767.
+    if (!(delay >= 0)) delay = 0;
+    const int delay_s = delay > 32767 ? 32767 : static_cast<int>(delay);
+    if (thread_ != nullptr && splice_) {
+      std::shared_ptr<Splice> splice = splice_;
+      thread_->post([splice, enable, delay_s](uv_loop_t*) { splice->set_keepalive(enable, delay_s); });
     }
     return info.Env().Undefined();
   }

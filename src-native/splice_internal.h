@@ -82,16 +82,29 @@ inline void no_sigpipe(int fd) {
 
 // Sets TCP_NODELAY on a TCP socket (IPv4 or IPv6 stream); anything else is left alone. See
 // SpliceConfig::no_delay for why.
-inline void set_tcp_nodelay(int fd) {
+inline bool is_tcp_socket(int fd) {
   sockaddr_storage address;
   socklen_t length = sizeof(address);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return;
-  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) return;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return false;
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) return false;
   int type = 0;
   socklen_t type_length = sizeof(type);
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) != 0 || type != SOCK_STREAM) return;
-  const int on = 1;
+  return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_length) == 0 && type == SOCK_STREAM;
+}
+
+inline void set_tcp_nodelay(int fd, bool enable = true) {
+  if (!is_tcp_socket(fd)) return;
+  const int on = enable ? 1 : 0;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+}
+
+// As libuv's uv_tcp_keepalive() (what net.Socket.setKeepAlive() calls): SO_KEEPALIVE, and when
+// enabling with a delay, TCP_KEEPIDLE.
+inline void set_tcp_keepalive(int fd, bool enable, int delay_s) {
+  if (!is_tcp_socket(fd)) return;
+  const int on = enable ? 1 : 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0) return;
+  if (enable && delay_s > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &delay_s, sizeof(delay_s));
 }
 
 inline ssize_t retry_eintr_send(int fd, const void* data, size_t length) {

@@ -5,13 +5,17 @@
 // 'error', and emits 'close' only when the splice has ended. Server side (client certificate
 // required) and client side, each with a transfer checked by length and SHA-256 both ways.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { after, describe, test } from 'node:test';
 
+import { binding } from '../dist/binding.js';
 import { captureSession, connect, createServer, releaseSpentSocket, spliceTo } from '../dist/index.js';
 import { prngBytes, sha256 } from './helpers/data.mjs';
 import { FIXTURES, stopAll } from './helpers/peers.mjs';
+import { requirePrograms } from './helpers/programs.mjs';
 import { collectData, listenServer, onceEvent, read, withTimeout } from './helpers/scenarios.mjs';
 
 after(stopAll);
@@ -52,6 +56,41 @@ function answers(socket) {
   };
 }
 
+// The same, without the cleartext counts: those go on counting what the splice moves.
+function sessionAnswers(socket) {
+  const { bytesRead, bytesWritten, ...rest } = answers(socket);
+  return rest;
+}
+
+// The fd of this process's TCP socket from localPort to remotePort (loopback), found through
+// its inode: `ss` names it, /proc/self/fd links to it. -1 when there is none.
+function tcpFd(localPort, remotePort) {
+  const out = execFileSync('ss', ['-tnHe', 'state', 'established', '(', 'sport', '=',
+    `:${localPort}`, 'and', 'dport', '=', `:${remotePort}`, ')'], { encoding: 'utf8' });
+  const inode = /\bino:(\d+)/.exec(out)?.[1];
+  if (inode === undefined) return -1;
+  for (const fd of fs.readdirSync('/proc/self/fd')) {
+    try {
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === `socket:[${inode}]`) return Number(fd);
+    } catch {}
+  }
+  return -1;
+}
+
+// Socket options reach the kernel from the splice's I/O thread: waits (bounded) until `read()`
+// answers `want`.
+async function eventually(read, want, what) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const value = read();
+    if (value === want || Date.now() > deadline) {
+      assert.equal(value, want, what);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 // A backend on loopback that receives kUp bytes and sends kDown bytes back.
 async function startBackend() {
   const received = [];
@@ -87,8 +126,10 @@ async function spliceAndCheck(sock, backendPort) {
   let spliceClosed = false;
   let tlsClosedAfterSplice;
   handle.on('close', () => { spliceClosed = true; });
+  let countsAtClose;
   const tlsClosed = new Promise((resolve) => sock.once('close', () => {
     tlsClosedAfterSplice = spliceClosed;
+    countsAtClose = [sock.bytesRead, sock.bytesWritten];
     resolve();
   }));
   await handle.start();
@@ -97,12 +138,15 @@ async function spliceAndCheck(sock, backendPort) {
   assert.equal(sock.ssl, null, "the spent TLSSocket's SSL was freed at capture");
   assert.equal(sock.destroyed, false);
   assert.ok(sock instanceof tls.TLSSocket);
-  assert.deepEqual(answers(sock), before, 'the same answers after capture as before');
+  const { bytesRead, bytesWritten, ...session } = before;
+  assert.deepEqual(sessionAnswers(sock), session, 'the same answers after capture as before');
+  assert.ok(sock.bytesRead >= bytesRead && sock.bytesWritten >= bytesWritten,
+    'the cleartext counts only grow');
   assert.equal(sock.getPeerX509Certificate()?.fingerprint256, before.peerCertificate.fingerprint256);
   // Fresh copies, as Node returns: changing one answer changes no later one.
   sock.getCipher().name = 'changed';
   sock.getPeerCertificate().subject = null;
-  assert.deepEqual(answers(sock), before);
+  assert.deepEqual(sessionAnswers(sock), session);
   for (const call of [
     () => sock.exportKeyingMaterial(32, 'EXPERIMENTAL-test'),
     () => sock.setMaxSendFragment(1024),
@@ -126,13 +170,19 @@ async function spliceAndCheck(sock, backendPort) {
   }
   assert.equal(sock.setNoDelay(true), sock);
   assert.equal(sock.setKeepAlive(true, 1000), sock);
-  return { handle, tlsClosed, errors, before, closedAfterSplice: () => tlsClosedAfterSplice };
+  return { handle, tlsClosed, errors, before, closedAfterSplice: () => tlsClosedAfterSplice,
+    countsAtClose: () => countsAtClose };
 }
 
-async function afterEnd(sock, check) {
+// `peer`: the other end's TLSSocket. The spent socket's cleartext counts are everything it
+// received and sent, before capture and through the splice, as a plain TLSSocket's would be.
+async function afterEnd(sock, check, peer) {
   const end = await withTimeout(check.handle.closed, 15000, 'the splice to end');
   assert.equal(end.reason, 'end', `the splice ended with ${end.error?.code ?? end.reason}`);
   await withTimeout(check.tlsClosed, 5000, "the TLSSocket's 'close'");
+  assert.deepEqual(check.countsAtClose(), [peer.bytesWritten, peer.bytesRead],
+    "bytesRead/bytesWritten in 'close' are the peer's bytesWritten/bytesRead");
+  assert.deepEqual([sock.bytesRead, sock.bytesWritten], [peer.bytesWritten, peer.bytesRead]);
   assert.equal(check.closedAfterSplice(), true, "the TLSSocket's 'close' came after the splice ended");
   assert.deepEqual(check.errors, [], 'no error event on the spent TLSSocket');
   // Destroyed: Node's own answers for a destroyed TLSSocket.
@@ -176,7 +226,8 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
           await clientEnded;
           assert.equal(data.length, kDown);
           assert.equal(sha256(data.bytes()), sha256(prngBytes('spent-down', kDown)));
-          await afterEnd(sock, check);
+          assert.deepEqual([client.bytesWritten, client.bytesRead], [kUp, kDown]);
+          await afterEnd(sock, check, client);
         } finally {
           server.close();
           backend.close();
@@ -194,7 +245,9 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
       });
       // The server sends its data once the spliced side's first bytes arrive: the client reads
       // (for 'session') before the splice, and must not take any of it.
+      let serverSide;
       server.on('secureConnection', (s) => {
+        serverSide = s;
         s.once('data', () => s.write(prngBytes('spent-up', kUp)));
         s.on('data', (chunk) => upAtServer.push(chunk));
         s.on('end', () => s.end());
@@ -213,7 +266,7 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
         assert.equal(upAtBackend.length, kUp);
         assert.equal(sha256(upAtBackend), sha256(prngBytes('spent-up', kUp)));
         // The backend's end() reaches the server: it got everything and ends too.
-        await afterEnd(sock, check);
+        await afterEnd(sock, check, serverSide);
         const down = Buffer.concat(upAtServer);
         assert.equal(down.length, kDown);
         assert.equal(sha256(down), sha256(prngBytes('spent-down', kDown)));
@@ -250,6 +303,49 @@ describe('a spent TLSSocket without its OpenSSL state', () => {
         client.destroy();
       } finally {
         server.close();
+      }
+    });
+
+  test('setNoDelay()/setKeepAlive() of a spent TLSSocket reach the TCP socket the splice owns',
+    { timeout: 30000, skip: requirePrograms('ss') }, async () => {
+      const { server, port } = await listenServer({
+        key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert),
+      });
+      const sink = net.createServer((s) => { s.resume(); s.on('error', () => {}); });
+      await new Promise((resolve) => sink.listen(0, '127.0.0.1', resolve));
+      try {
+        const secured = onceEvent(server, 'secureConnection', 10000);
+        const client = tls.connect({ port, host: '127.0.0.1', servername: 'localhost',
+          ca: read(FIXTURES.ca) });
+        client.on('error', () => {});
+        const [sock] = await secured;
+        const target = net.connect(sink.address().port, '127.0.0.1');
+        await onceEvent(target, 'connect');
+        const handle = spliceTo(sock, target, { engine: 'native', autoClose: true });
+        await handle.start();
+        // Node's copy of the fd went at capture: the one left is the splice's.
+        const fd = tcpFd(sock.localPort, sock.remotePort);
+        assert.ok(fd >= 0, "the splice's fd of the TLS connection");
+        // spliceTo's noDelay (default true) set TCP_NODELAY when the engine started.
+        assert.equal(binding.getSocketOption(fd, 'TCP_NODELAY'), true);
+        assert.equal(sock.setNoDelay(false), sock);
+        await eventually(() => binding.getSocketOption(fd, 'TCP_NODELAY'), false, 'setNoDelay(false)');
+        assert.equal(sock.setNoDelay(), sock);
+        await eventually(() => binding.getSocketOption(fd, 'TCP_NODELAY'), true, 'setNoDelay()');
+        assert.equal(binding.getSocketOption(fd, 'SO_KEEPALIVE'), false);
+        assert.equal(sock.setKeepAlive(true, 7000), sock);
+        await eventually(() => binding.getSocketOption(fd, 'SO_KEEPALIVE'), true, 'setKeepAlive(true, 7000)');
+        assert.equal(binding.getSocketOption(fd, 'TCP_KEEPIDLE'), 7, 'the initial delay, in seconds');
+        assert.equal(sock.setKeepAlive(false), sock);
+        await eventually(() => binding.getSocketOption(fd, 'SO_KEEPALIVE'), false, 'setKeepAlive(false)');
+        client.destroy();
+        await withTimeout(handle.closed, 10000, 'the splice to end');
+        // After the end the fd is gone, and the calls do nothing, as on a destroyed socket.
+        assert.equal(sock.setKeepAlive(true, 1000), sock);
+        assert.equal(sock.setNoDelay(false), sock);
+      } finally {
+        server.close();
+        sink.close();
       }
     });
 
