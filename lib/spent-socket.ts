@@ -250,13 +250,18 @@ const spentMethods: Record<string, Method> = {
 // The cleartext counts of a spent socket: Node's at capture plus the data plane's since. Node's
 // own getters would answer from the freed TLSWrap (frozen at capture), and after destroy from
 // what that handle last said: neither counts what the splice moved.
+// (An object that only inherits from a spent socket answers as Node's getters do.)
 const spentGetters: Record<string, (this: tls.TLSSocket) => number> = {
   bytesRead(this: tls.TLSSocket): number {
-    const s = snapshots.get(this)!;
+    const s = snapshots.get(this);
+    if (s === undefined) return Reflect.get(tls.TLSSocket.prototype, 'bytesRead', this) as number;
     return s.bytesRead + (traffic.get(this)?.received() ?? 0);
   },
   bytesWritten(this: tls.TLSSocket): number {
-    const s = snapshots.get(this)!;
+    const s = snapshots.get(this);
+    if (s === undefined) {
+      return Reflect.get(tls.TLSSocket.prototype, 'bytesWritten', this) as number;
+    }
     return s.bytesWritten + (traffic.get(this)?.sent() ?? 0);
   },
 };

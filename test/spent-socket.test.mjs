@@ -142,6 +142,9 @@ async function spliceAndCheck(sock, backendPort) {
   assert.deepEqual(sessionAnswers(sock), session, 'the same answers after capture as before');
   assert.ok(sock.bytesRead >= bytesRead && sock.bytesWritten >= bytesWritten,
     'the cleartext counts only grow');
+  // An object that only inherits from the spent socket gets Node's answer, not a TypeError.
+  assert.equal(typeof Object.create(sock).bytesRead, 'number');
+  assert.equal(typeof Object.create(sock).bytesWritten, 'number');
   assert.equal(sock.getPeerX509Certificate()?.fingerprint256, before.peerCertificate.fingerprint256);
   // Fresh copies, as Node returns: changing one answer changes no later one.
   sock.getCipher().name = 'changed';
