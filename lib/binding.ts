@@ -56,6 +56,8 @@ export interface NativeBinding {
   // dup() with close-on-exec; throws an Error with a libuv-style `code` on failure.
   dupFd(fd: number): number;
   closeFd(fd: number): void;
+  // SIOCOUTQ: bytes sent but not acknowledged by the peer; -1 for an fd that is not a socket.
+  socketSendQueue(fd: number): number;
   // Readiness of an fd on Node's loop (JS engine: character devices). Throws EPERM when epoll
   // cannot watch the fd (a regular file, /dev/null). Events: 1 readable, 2 writable.
   FdPoller: new (fd: number, callback: (status: number, events: number) => void) => FdPoller;

@@ -18,6 +18,28 @@ export function pollError(status: number): NodeJS.ErrnoException {
   return Object.assign(new Error(`poll failed: ${code}`), { code, errno: status });
 }
 
+// How long a truncation reset waits for the target to acknowledge what it was sent, at most: the
+// native engine's bound (kResetDrainMaxMs in splice_internal.h).
+export const kResetDrainMaxMs = 2000;
+const kResetDrainPollMs = 5;
+
+// Calls done once the socket behind fd() has had everything it sent acknowledged by its peer
+// (its send queue, SIOCOUTQ, is empty), after kResetDrainMaxMs at most, or at once when fd() is
+// -1 or not a socket. An RST discards what is still queued: a reset sent before this would cut
+// the tail of what a busy target was sent.
+export function whenAcknowledged(fd: () => number, done: () => void): void {
+  const deadline = Date.now() + kResetDrainMaxMs;
+  const check = () => {
+    const n = fd();
+    if (n < 0 || binding.socketSendQueue(n) <= 0 || Date.now() >= deadline) {
+      done();
+      return;
+    }
+    setTimeout(check, kResetDrainPollMs);
+  };
+  check();
+}
+
 // The JS engine's own duplicate of one of the user's fds. The engine reads and writes only through
 // duplicates (a number the user closes and the kernel hands out again is never written), and puts
 // the O_NONBLOCK flag of the open file description back as it found it: Node's net.Socket and

@@ -15,13 +15,13 @@ import type { Duplex } from 'node:stream';
 import type * as tls from 'node:tls';
 import * as util from 'node:util';
 import { binding, FdPoller } from './binding';
-import { OwnedFd, PolledFdReader, WRITABLE, pollError } from './fd-io';
+import { OwnedFd, PolledFdReader, WRITABLE, pollError, whenAcknowledged } from './fd-io';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
 import {
   FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
 } from './framing';
 import {
-  beforeTransportEof, keepWritableAfterEnd, readableEndReached, writeCallbackProvesWrite,
+  beforeTransportEof, keepWritableAfterEnd, readableEndReached, socketFd, writeCallbackProvesWrite,
 } from './internals';
 import { tapOf } from './tap';
 import type { ResolvedTarget, SpliceDirection } from './target';
@@ -54,6 +54,9 @@ interface Sink {
   end(done: (err?: Error | null) => void): void;
   // Calls done once everything written so far has reached the fd (or failed).
   flushed(done: () => void): void;
+  // Calls done once a socket's peer has acknowledged what reached the fd (bounded; at once for
+  // anything but a socket): what a truncation reset waits for (fd-io.ts whenAcknowledged).
+  acknowledged(done: () => void): void;
   destroy(): void;
   pending(): number;
 }
@@ -96,6 +99,10 @@ class FdWriter implements Sink {
       return;
     }
     this.flushWaiters.push(done);
+  }
+
+  acknowledged(done: () => void): void {
+    whenAcknowledged(() => (this.destroyed ? -1 : this.fd), done);
   }
 
   destroy(): void {
@@ -222,6 +229,9 @@ class SocketSink implements Sink {
       return;
     }
     this.socket.write(Buffer.alloc(0), () => done());
+  }
+  acknowledged(done: () => void): void {
+    whenAcknowledged(() => socketFd(this.socket), done);
   }
   destroy(): void {
     this.socket.destroy();
@@ -615,10 +625,11 @@ export class JsEngine implements Engine {
     }
     this.tlsSocket.removeListener('data', this.onTlsData);
     debug('js engine: truncation, resetting the target');
-    this.sink!.flushed(() => {
+    const sink = this.sink!;
+    sink.flushed(() => sink.acknowledged(() => {
       if (this.closed) return;
       this.close(endInfo('end', this.endFlags({ undeliveredOut: this.unsentOut() })), true);
-    });
+    }));
   }
 
   private deliverOut(chunk: Buffer): void {
@@ -740,12 +751,14 @@ export class JsEngine implements Engine {
     // with a FIN (as natively, and as for a truncation at a record boundary).
     const reset = code === 'ERR_TLS_SPLICE_TRUNCATED_RECORD' &&
       this.options.onTruncation === 'reset' && this.options.direction !== 'out';
-    this.close(endInfo('error', this.endFlags({
+    const info = endInfo('error', this.endFlags({
       code, detail: err.message, cause: err,
       undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
       undeliveredOut: this.unsentOut(),
       ...extra,
-    })), reset);
+    }));
+    if (reset && this.sink) this.sink.acknowledged(() => this.close(info, true));
+    else this.close(info, reset);
   }
 
   // Closes everything the engine owns, then restores the user's fd flags, then reports: onClose

@@ -5,8 +5,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -316,6 +318,21 @@ Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
                      "or SO_LINGER");
 }
 
+// socketSendQueue(fd): the bytes a socket has sent but its peer has not acknowledged yet
+// (SIOCOUTQ), or -1 when the fd cannot say (not a socket). The JS engine waits for 0 before a
+// truncation reset: an RST discards whatever is still queued.
+Napi::Value SocketSendQueue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "socketSendQueue(fd): fd must be a number");
+  }
+  int queued = 0;
+  if (ioctl(info[0].As<Napi::Number>().Int32Value(), SIOCOUTQ, &queued) != 0) {
+    return Napi::Number::New(env, -1);
+  }
+  return Napi::Number::New(env, queued);
+}
+
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
 Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall) {
   if (rc != 0) return throw_uv(env, -errno, syscall);
@@ -376,6 +393,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
   exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
   exports.Set("getSocketOption", Napi::Function::New(env, GetSocketOption, "getSocketOption"));
+  exports.Set("socketSendQueue", Napi::Function::New(env, SocketSendQueue, "socketSendQueue"));
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));

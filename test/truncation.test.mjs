@@ -193,37 +193,40 @@ for (const engine of ['native', 'js']) for (const kind of ['dialled', 'fd']) {
 
 // 'reset' resets only once the target has what the peer sent before the cut: an RST discards what
 // the target socket has not had acknowledged, so a busy backend lost the tail of an upload.
-test("onTruncation 'reset' with a backend that has not read yet: every byte before the cut reaches it (native)",
-  { timeout: 60000 }, async () => {
-    const size = 2 * 1024 * 1024;
-    const upload = new PrngStream('truncation/busy-backend').next(size);
-    const back = await pausedBackend();
-    const front = await ourServer();
-    closers.push(() => front.close());
-    const relay = await cuttingRelay(front.port);
-    const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
-      ca: read(FIXTURES.ca) });
-    client.on('error', () => {});
-    const tlsSocket = await front.nextSocket();
-    const handle = spliceTo(tlsSocket, { host: '127.0.0.1', port: back.port },
-      { engine: 'native', onTruncation: 'reset' });
-    await withTimeout(handle.start(), 10000, 'start');
-    client.write(upload);
-    // Written to the backend's socket (mostly still in its send buffer: the backend reads nothing).
-    const deadline = Date.now() + 20000;
-    while (handle.stats().bytesIn < size && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    assert.equal(handle.stats().bytesIn, size, 'the splice wrote the upload so far');
-    relay.cut();
-    // The backend starts reading a little later (well within the splice's bounded wait): a reset
-    // sent before it has read would discard what is still in the splice's send buffer.
-    await new Promise((r) => setTimeout(r, 300));
-    back.resume();
-    const end = await withTimeout(handle.closed, 20000, 'the splice to end');
-    await withTimeout(back.state.done, 20000, 'the backend connection to close');
-    assert.equal(end.peerEofWithoutCloseNotify, true);
-    assert.equal(back.state.length, size, 'the backend got every byte sent before the cut');
-    assert.equal(sha256(Buffer.concat(back.state.chunks)), sha256(upload));
-    client.destroy();
-  });
+for (const engine of ['native', 'js']) {
+  test(`onTruncation 'reset' with a backend that has not read yet: every byte before the cut reaches it (${engine})`,
+    { timeout: 60000 }, async () => {
+      const size = 2 * 1024 * 1024;
+      const upload = new PrngStream('truncation/busy-backend').next(size);
+      const back = await pausedBackend();
+      const front = await ourServer();
+      closers.push(() => front.close());
+      const relay = await cuttingRelay(front.port);
+      const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
+        ca: read(FIXTURES.ca) });
+      client.on('error', () => {});
+      const tlsSocket = await front.nextSocket();
+      const handle = spliceTo(tlsSocket, { host: '127.0.0.1', port: back.port },
+        { engine, onTruncation: 'reset' });
+      await withTimeout(handle.start(), 10000, 'start');
+      assert.equal(handle.engine, engine);
+      client.write(upload);
+      // Written to the backend's socket (mostly still in its send buffer: the backend reads nothing).
+      const deadline = Date.now() + 20000;
+      while (handle.stats().bytesIn < size && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      assert.equal(handle.stats().bytesIn, size, 'the splice wrote the upload so far');
+      relay.cut();
+      // The backend starts reading a little later (well within the splice's bounded wait): a reset
+      // sent before it has read would discard what is still in the splice's send buffer.
+      await new Promise((r) => setTimeout(r, 300));
+      back.resume();
+      const end = await withTimeout(handle.closed, 20000, 'the splice to end');
+      await withTimeout(back.state.done, 20000, 'the backend connection to close');
+      assert.equal(end.peerEofWithoutCloseNotify, true);
+      assert.equal(back.state.length, size, 'the backend got every byte sent before the cut');
+      assert.equal(sha256(Buffer.concat(back.state.chunks)), sha256(upload));
+      client.destroy();
+    });
+}
