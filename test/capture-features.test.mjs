@@ -32,10 +32,17 @@ function tmpFile(name) {
   return { file: path.join(dir, name), cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-async function waitForFile(file, ms = 5000) {
+// s_client -sess_out rewrites its file for every session it gets (TLS 1.3: one per ticket), each
+// time truncating it first: a check that only sees a non-empty file can catch it between the two
+// writes, and stopping s_client then leaves half a PEM (the resumption then never connects).
+// This waits for one complete session and returns it, to be used from a file of its own.
+async function waitForSession(file, ms = 5000) {
   const deadline = Date.now() + ms;
-  while (!(fs.existsSync(file) && fs.statSync(file).size > 0)) {
-    if (Date.now() > deadline) throw new Error(`${file} was not written`);
+  for (;;) {
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    const end = text.indexOf('-----END SSL SESSION PARAMETERS-----');
+    if (text.startsWith('-----BEGIN SSL SESSION PARAMETERS-----') && end >= 0) return text;
+    if (Date.now() > deadline) throw new Error(`${file} got no complete session`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -126,6 +133,7 @@ describe('resumed sessions', () => {
 
     test(`we are the server, ${version} ${version === 'TLSv1.3' ? 'PSK resumption' : 'session ticket'}`, { timeout: 20000, skip: requirePeer('openssl') }, async () => {
       const { file, cleanup } = tmpFile('session.pem');
+      const sessionFile = `${file}.complete`;
       const { server, keylog, port } = await listenServer({
         key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert), minVersion: version, maxVersion: version,
       });
@@ -137,10 +145,10 @@ describe('resumed sessions', () => {
         ({ peer: firstPeer } = await opensslClient({ port, version, suite, sessionOut: file }));
         const [firstSock] = await firstSecure;
         assert.equal(firstSock.isSessionReused(), false);
-        await waitForFile(file);
+        fs.writeFileSync(sessionFile, await waitForSession(file));
         await firstPeer.stop();
         const secured = onceEvent(server, 'secureConnection');
-        ({ peer } = await opensslClient({ port, version, suite, sessionIn: file }));
+        ({ peer } = await opensslClient({ port, version, suite, sessionIn: sessionFile }));
         [sock] = await secured;
         assert.equal(sock.isSessionReused(), true, 'resumed');
         assert.equal(isSpliceCapable(sock), true);
