@@ -1,9 +1,11 @@
 // The spent TLSSocket after a native splice started (issue 11, "the cost of a connection"): Node's
 // OpenSSL state is freed at capture, and the socket still answers what users may ask about the
 // session exactly as before capture (certificates, cipher, Finished messages, session, ALPN, SNI,
-// addresses, byte counts), refuses what needs the live session with ERR_TLS_SPLICE_SPENT, emits no
-// 'error', and emits 'close' only when the splice has ended. Server side (client certificate
-// required) and client side, each with a transfer checked by length and SHA-256 both ways.
+// addresses), counts in bytesRead/bytesWritten what the splice moves (in 'close': the peer's
+// counts), passes setNoDelay()/setKeepAlive() to the splice's TCP socket, refuses what needs the
+// live session with ERR_TLS_SPLICE_SPENT, emits no 'error', and emits 'close' only when the
+// splice has ended. Server side (client certificate required) and client side, each with a
+// transfer checked by length and SHA-256 both ways.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
