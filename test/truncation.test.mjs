@@ -96,19 +96,26 @@ async function cuttingRelay(serverPort) {
   };
 }
 
+// A TLS client of our server through a relay the test can cut: the relay, the client and our
+// server-side TLSSocket.
+async function cutConnection() {
+  const front = await ourServer();
+  closers.push(() => front.close());
+  const relay = await cuttingRelay(front.port);
+  const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
+    ca: read(FIXTURES.ca) });
+  client.on('error', () => {});
+  const tlsSocket = await front.nextSocket();
+  return { relay, client, tlsSocket };
+}
+
 for (const engine of ['native', 'js']) {
   for (const mode of ['reset', 'end']) {
     test(`a peer EOF without close_notify, onTruncation '${mode}' (${engine})`, { timeout: 60000 },
       async () => {
         const upload = new PrngStream(`truncation/${engine}/${mode}`).next(SIZE);
         const back = await backend();
-        const front = await ourServer();
-        closers.push(() => front.close());
-        const relay = await cuttingRelay(front.port);
-        const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
-          ca: read(FIXTURES.ca) });
-        client.on('error', () => {});
-        const tlsSocket = await front.nextSocket();
+        const { relay, client, tlsSocket } = await cutConnection();
         const handle = spliceTo(tlsSocket, { host: '127.0.0.1', port: back.port },
           { engine, onTruncation: mode });
         await withTimeout(handle.start(), 10000, 'start');
@@ -157,13 +164,7 @@ for (const engine of ['native', 'js']) for (const kind of ['dialled', 'fd']) {
     { timeout: 60000 }, async () => {
       const upload = new PrngStream(`truncation/record/${engine}`).next(SIZE);
       const back = await backend();
-      const front = await ourServer();
-      closers.push(() => front.close());
-      const relay = await cuttingRelay(front.port);
-      const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
-        ca: read(FIXTURES.ca) });
-      client.on('error', () => {});
-      const tlsSocket = await front.nextSocket();
+      const { relay, client, tlsSocket } = await cutConnection();
       const target = kind === 'fd' ? await tcpFdTo(back.port)
         : { host: '127.0.0.1', port: back.port };
       const handle = spliceTo(tlsSocket, target,
@@ -199,13 +200,7 @@ for (const engine of ['native', 'js']) {
       const size = 2 * 1024 * 1024;
       const upload = new PrngStream('truncation/busy-backend').next(size);
       const back = await pausedBackend();
-      const front = await ourServer();
-      closers.push(() => front.close());
-      const relay = await cuttingRelay(front.port);
-      const client = tls.connect({ port: relay.port, host: '127.0.0.1', servername: 'localhost',
-        ca: read(FIXTURES.ca) });
-      client.on('error', () => {});
-      const tlsSocket = await front.nextSocket();
+      const { relay, client, tlsSocket } = await cutConnection();
       const handle = spliceTo(tlsSocket, { host: '127.0.0.1', port: back.port },
         { engine, onTruncation: 'reset' });
       await withTimeout(handle.start(), 10000, 'start');
