@@ -61,21 +61,16 @@ export function setSpentSocketTraffic(socket: tls.TLSSocket, t: SpentSocketTraff
 }
 
 // setNoDelay()/setKeepAlive() of a spent socket: forwarded to the engine that owns its TCP
-// socket now; true when it took them (false: nobody owns it, the call does nothing, as Node's
-// does on a socket without a handle).
+// socket now; when none does, the call does nothing, as Node's does on a socket without a handle.
 export function spentSocketOption(socket: tls.TLSSocket, option: 'noDelay' | 'keepAlive',
-  enable: boolean, initialDelayMs = 0): boolean {
+  enable: boolean, initialDelayMs = 0): void {
   const t = traffic.get(socket);
-  if (option === 'noDelay' && t?.setNoDelay) {
-    t.setNoDelay(enable);
-    return true;
-  }
-  if (option === 'keepAlive' && t?.setKeepAlive) {
+  if (option === 'noDelay') {
+    t?.setNoDelay?.(enable);
+  } else {
     // As net.Socket.setKeepAlive(): milliseconds in, whole seconds to the kernel.
-    t.setKeepAlive(enable, Math.floor(Math.max(0, Number(initialDelayMs) || 0) / 1000));
-    return true;
+    t?.setKeepAlive?.(enable, Math.floor(Math.max(0, Number(initialDelayMs) || 0) / 1000));
   }
-  return false;
 }
 
 // getCertificate() of a server's own certificate, by SHA-256 fingerprint: a few KiB of objects

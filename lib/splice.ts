@@ -501,14 +501,13 @@ export class SpliceHandle extends EventEmitter {
       // The spent TLSSocket counts what the splice moves, and its socket options reach the TCP
       // socket the splice now owns. bytesIn also counts what was not received from the peer here
       // (head) or was counted by Node already (the plaintext it had decrypted).
-      const notFromPeer = (options.head?.length ?? 0) + session.plaintext.length;
+      this.notFromPeer = (options.head?.length ?? 0) + session.plaintext.length;
       setSpentSocketTraffic(this.tlsSocket, {
-        received: () => Math.max(0, splice.stats().bytesIn - notFromPeer),
+        received: () => Math.max(0, splice.stats().bytesIn - this.notFromPeer),
         sent: () => splice.stats().bytesOut,
         setNoDelay: (enable) => splice.setNoDelay(enable),
         setKeepAlive: (enable, delay) => splice.setKeepAlive(enable, delay),
       });
-      this.notFromPeer = notFromPeer;
       // The native side holds its own duplicates: with autoClose the user's fds go now, so
       // nothing is closed by number later.
       if (options.autoClose) closeUserFds(target);
