@@ -77,6 +77,10 @@ export interface SpliceOptions {
   onTruncation?: TruncationMode;
   /** TCP_NODELAY on a socket target (and on a dialled one). Default true. */
   noDelay?: boolean;
+  /** Milliseconds with no byte either way after which the splice ends with reason 'idle'. */
+  idleTimeout?: number;
+  /** Milliseconds, once one direction has ended, without a byte the other way before it ends. */
+  finTimeout?: number;
 }
 
 export interface StopOptions {

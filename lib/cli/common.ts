@@ -48,6 +48,56 @@ Signals: SIGTERM/SIGINT stop accepting, drain live splices, exit 0; SIGHUP reloa
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 // ---------------------------------------------------------------------------------------------
+// Limits: what an unauthenticated client can make a command spend (docs/SECURITY.md). Each
+// command spreads the LIMIT_OPTIONS it applies into its own options and reads them with
+// parseLimits(); a flag a command does not offer keeps its default there.
+
+export interface Limits {
+  /** --handshake-timeout: a TLS handshake not finished by then is closed (terminate, proxy, relay). */
+  handshakeTimeoutMs: number;
+  /** --max-connections: accepted connections at once; over it a new one is closed at once. */
+  maxConnections: number;
+  /** --idle-timeout: a spliced connection with no byte either way for this long ends (end=idle). */
+  idleTimeoutMs: number;
+  /** --fin-timeout: once one direction ended, the other gets this long without a byte. */
+  finTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = {
+  handshakeTimeoutMs: 10_000,
+  maxConnections: 10_000,
+  idleTimeoutMs: 3600_000,
+  finTimeoutMs: 60_000,
+};
+
+export const LIMIT_OPTIONS = {
+  'handshake-timeout': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'fin-timeout': { type: 'string' },
+} as const satisfies OptionsConfig;
+
+export function parseLimits(values: ParsedValues): Limits {
+  return {
+    handshakeTimeoutMs: parsePositiveSeconds(stringFlag(values, 'handshake-timeout'),
+      '--handshake-timeout', DEFAULT_LIMITS.handshakeTimeoutMs),
+    maxConnections: parsePositiveInt(stringFlag(values, 'max-connections'), '--max-connections',
+      DEFAULT_LIMITS.maxConnections),
+    idleTimeoutMs: parsePositiveSeconds(stringFlag(values, 'idle-timeout'), '--idle-timeout',
+      DEFAULT_LIMITS.idleTimeoutMs),
+    finTimeoutMs: parsePositiveSeconds(stringFlag(values, 'fin-timeout'), '--fin-timeout',
+      DEFAULT_LIMITS.finTimeoutMs),
+  };
+}
+
+// A timeout of 0 would mean "close at once", never "no limit": refuse it.
+function parsePositiveSeconds(text: string | undefined, flag: string, fallbackMs: number): number {
+  const ms = parseSeconds(text, flag, fallbackMs);
+  if (ms < 1) throw new UsageError(`${flag}: "${text}" must be more than 0 seconds`);
+  return ms;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Errors and exit codes.
 
 /** A bad command line: main prints the message and the usage line, exits 2. */
