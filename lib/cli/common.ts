@@ -8,7 +8,10 @@ import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { ParseArgsConfig } from 'node:util';
 
+import { dial as dialTarget } from '../dial';
 import { SpliceGroup, spliceTo } from '../index';
+import { tlsTransportOf } from '../internals';
+import { RecordTap } from '../tap';
 import type { SpliceEnd, SpliceHandle, SpliceOptions } from '../index';
 
 // ---------------------------------------------------------------------------------------------
@@ -272,6 +275,43 @@ export interface ConnectionRecord {
   [extra: string]: unknown;
 }
 
+// Text mode: one event is one line, whatever a peer put into a field (an SNI with a newline, an
+// agent's error message). A value of printable ASCII without spaces, quotes or backslashes is
+// written as it is; any other is JSON-quoted with every character outside printable ASCII
+// escaped; objects are JSON. JSON mode needs none of this: JSON.stringify escapes.
+
+const kPlainLogValue = /^[\x21-\x7e]+$/;
+
+/** A field's value as one unambiguous token of a text log line. */
+export function logValue(value: unknown): string {
+  const text = typeof value === 'string' ? value
+    : typeof value === 'object' && value !== null ? JSON.stringify(value) ?? String(value)
+      : String(value);
+  if (kPlainLogValue.test(text) && !/["\\]/.test(text)) return text;
+  return quoteLogText(text);
+}
+
+// JSON string syntax with every non-ASCII and DEL character as \uXXXX (no bidi overrides or C1
+// controls reach a terminal).
+function quoteLogText(text: string): string {
+  return JSON.stringify(text).replace(/[\u007f-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+// Free text at the end of a line (a message): control characters, backslashes and non-ASCII
+// escaped as in a JSON string, without quotes; OpenSSL's trailing newlines dropped.
+function logText(text: string): string {
+  return quoteLogText(text.trimEnd()).slice(1, -1).replace(/\\"/g, '"');
+}
+
+/** An error's message with OpenSSL's trailing newlines removed (for both formats). */
+export function errorText(err: unknown): string | undefined {
+  if (err === undefined || err === null) return undefined;
+  const text = err instanceof Error ? err.message : typeof err === 'object' ? JSON.stringify(err)
+    : String(err);
+  return text.trimEnd();
+}
+
 export class Logger {
   constructor(readonly format: LogFormat = 'text', private readonly out: NodeJS.WritableStream =
   process.stderr) {}
@@ -280,17 +320,17 @@ export class Logger {
   connection(record: ConnectionRecord): void {
     if (this.format === 'json') {
       this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'connection',
-        ...record })}\n`);
+        ...trimmedStrings(record) })}\n`);
       return;
     }
     const { command, client, backend, bytesFromClient, bytesToClient, durationMs, engine, reason,
       code, ...extra } = record;
-    const parts = [`${command}: ${client}`, `-> ${backend ?? '-'}`,
+    const parts = [`${command}: ${logValue(client)}`, `-> ${logValue(backend ?? '-')}`,
       `in=${bytesFromClient}`, `out=${bytesToClient}`, `ms=${Math.round(durationMs)}`,
-      `engine=${engine ?? '-'}`, `end=${reason}`];
-    if (code !== undefined) parts.push(`code=${code}`);
+      `engine=${engine ?? '-'}`, `end=${logValue(reason)}`];
+    if (code !== undefined) parts.push(`code=${logValue(code)}`);
     for (const [k, v] of Object.entries(extra)) {
-      if (v !== undefined) parts.push(`${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
+      if (v !== undefined) parts.push(`${k}=${logValue(typeof v === 'string' ? v.trimEnd() : v)}`);
     }
     this.out.write(`${parts.join(' ')}\n`);
   }
@@ -301,21 +341,29 @@ export class Logger {
       this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'info', message,
         ...fields })}\n`);
     } else {
-      const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${String(v)}`).join('');
-      this.out.write(`${message}${extra}\n`);
+      const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${logValue(v)}`).join('');
+      this.out.write(`${logText(message)}${extra}\n`);
     }
   }
 
   error(message: string, err?: unknown): void {
-    const code = (err as { code?: string } | undefined)?.code;
-    const text = err instanceof Error ? err.message : err === undefined ? undefined : String(err);
+    const code = (err as { code?: unknown } | undefined)?.code;
+    const text = errorText(err);
     if (this.format === 'json') {
       this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'error', message,
         code, error: text })}\n`);
     } else {
-      this.out.write(`${message}${code ? ` code=${code}` : ''}${text ? `: ${text}` : ''}\n`);
+      this.out.write(`${logText(message)}${code ? ` code=${logValue(code)}` : ''}` +
+        `${text ? `: ${logText(text)}` : ''}\n`);
     }
   }
+}
+
+// OpenSSL's messages end in a newline; a JSON record carries them without it.
+function trimmedStrings(record: ConnectionRecord): ConnectionRecord {
+  const out: ConnectionRecord = { ...record };
+  for (const [k, v] of Object.entries(out)) if (typeof v === 'string') out[k] = v.trimEnd();
+  return out;
 }
 
 export function parseLogFormat(text: string | undefined): LogFormat {
@@ -350,15 +398,60 @@ export function announceListening(addr: Addr, word = 'listening'): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --max-connections.
+
+// One log line a second at most about refusals: a flood over the cap must not flood the log too.
+const kRefusalLogIntervalMs = 1000;
+
+/**
+ * Caps the connections the server holds at once (Node's server.maxConnections: counted per
+ * process, so per worker with --workers). Over the cap Node closes a new connection at once and
+ * emits 'drop'; each one calls onRefused (the metric). The first refusal is logged at once; later
+ * ones are summed into one line a second (`refused=N`, the last client) while they go on.
+ */
+export function capConnections(server: net.Server, max: number, logger: Logger,
+  onRefused?: () => void): void {
+  server.maxConnections = max;
+  let pending: { refused: number; client: string } | null = null;
+  let quiet = true;
+  const flush = () => {
+    if (pending === null) {
+      quiet = true;
+      return;
+    }
+    logRefused(pending.refused, pending.client);
+    pending = null;
+    setTimeout(flush, kRefusalLogIntervalMs).unref();
+  };
+  const logRefused = (refused: number, client: string) => {
+    logger.info('refused connections over --max-connections', {
+      code: 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS', max, refused, client,
+    });
+  };
+  server.on('drop', (data?: net.DropArgument) => {
+    onRefused?.();
+    const client = formatAddr(data?.remoteAddress, data?.remotePort);
+    if (quiet) {
+      quiet = false;
+      logRefused(1, client);
+      setTimeout(flush, kRefusalLogIntervalMs).unref();
+      return;
+    }
+    pending = { refused: (pending?.refused ?? 0) + 1, client };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dialing and splicing.
 
 /**
  * Connects to addr; resolves once connected (noDelay on, a no-op 'error' listener attached),
- * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...).
+ * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...). The socket is the library's dialled
+ * target socket (lib/dial.ts: half open, so the splice decides when its write side ends).
  */
 export function dial(addr: Addr, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+    const socket = dialTarget({ host: addr.host, port: addr.port }, true);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error(`connecting to ${formatAddr(addr.host, addr.port)} ` +
@@ -493,32 +586,91 @@ export function handleSignals(options: LifecycleOptions): { shutdown(): Promise<
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handshake failures with the client's address (used by proxy and relay).
+// Handshake failures, each with its own connection (terminate, proxy, relay).
 //
-// 'tlsClientError' hands over a TLSSocket that is already destroyed and no longer knows its
-// peer, so the address is taken from the raw connection, and a connection that closes without
-// having become a 'secureConnection' is reported with the oldest error Node reported (it emits
-// the error, then destroys the connection).
+// 'tlsClientError' hands over a TLSSocket that does not know its peer's address (it runs over the
+// record tap, a JS stream). Each TLSSocket is tied to its raw connection while its transport is
+// still there: at the error itself for a handshake that fails or times out (Node emits the error
+// before destroying anything), and at the first 'keylog' line otherwise (a SpliceServer always
+// enables keylog), so a later failure (the client's certificate refused after the handshake) is
+// still reported against the right client. A failed connection is destroyed at once: Node only
+// destroys a timed-out one when nobody listens to 'tlsClientError'.
 
-const MAX_PENDING_HANDSHAKE_ERRORS = 1024;
+export type HandshakeFailureReport = (client: string, durationMs: number,
+  err: NodeJS.ErrnoException | undefined) => void;
 
-export function onHandshakeFailure(server: tls.Server, report: (client: string,
-  durationMs: number, err: NodeJS.ErrnoException | undefined) => void): void {
-  const errors: NodeJS.ErrnoException[] = [];
-  const secured = new Set<string>();
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
-    errors.push(err);
-    if (errors.length > MAX_PENDING_HANDSHAKE_ERRORS) errors.shift();
+interface Handshaking {
+  client: string;
+  startedAt: number;
+  raw: net.Socket;
+  tlsSocket?: tls.TLSSocket;
+  /** 'secured' once a 'secureConnection' took it; 'reported' once its failure was reported. */
+  state: 'handshaking' | 'secured' | 'reported';
+}
+
+// The raw TCP connection under a server TLSSocket: through the record tap (createServer) or
+// directly (a plain tls.Server).
+function rawConnectionOf(tlsSocket: tls.TLSSocket): net.Socket | undefined {
+  const transport = tlsTransportOf(tlsSocket);
+  if (transport instanceof RecordTap) return transport.raw;
+  return transport instanceof net.Socket ? transport : undefined;
+}
+
+/**
+ * Calls report once for each accepted connection that never became a 'secureConnection': with
+ * its own address and its own error (undefined when the client left with no error reported), and
+ * destroys it. A client certificate Node refused after the handshake (requestCert with
+ * rejectUnauthorized) is reported with OpenSSL's reason as the code (CERT_HAS_EXPIRED, ...).
+ */
+export function onHandshakeFailure(server: tls.Server, report: HandshakeFailureReport): void {
+  const byRaw = new WeakMap<net.Socket, Handshaking>();
+  const byTls = new WeakMap<tls.TLSSocket, Handshaking>();
+  const find = (tlsSocket: tls.TLSSocket): Handshaking | undefined => {
+    const known = byTls.get(tlsSocket);
+    if (known !== undefined) return known;
+    const raw = rawConnectionOf(tlsSocket);
+    const entry = raw === undefined ? undefined : byRaw.get(raw);
+    if (entry !== undefined) {
+      entry.tlsSocket = tlsSocket;
+      byTls.set(tlsSocket, entry);
+    }
+    return entry;
+  };
+  const fail = (entry: Handshaking, err: NodeJS.ErrnoException | undefined) => {
+    if (entry.state !== 'handshaking') return;
+    entry.state = 'reported';
+    report(entry.client, Date.now() - entry.startedAt, err);
+    entry.tlsSocket?.destroy();
+    entry.raw.destroy();
+  };
+  server.on('connection', (raw: net.Socket) => {
+    const entry: Handshaking = { client: formatAddr(raw.remoteAddress, raw.remotePort),
+      startedAt: Date.now(), raw, state: 'handshaking' };
+    byRaw.set(raw, entry);
+    raw.once('close', () => fail(entry, refusedCertificateError(entry.tlsSocket)));
+  });
+  server.on('keylog', (_line: Buffer, tlsSocket: tls.TLSSocket) => { find(tlsSocket); });
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
+    // A TLSSocket already destroyed and never tied to its connection is one whose client left
+    // early ('socket hang up'): its raw connection's 'close' reports it.
+    // A refused client certificate shows up here as that 'socket hang up'; its reason is better.
+    const entry = find(tlsSocket);
+    if (entry !== undefined) fail(entry, refusedCertificateError(tlsSocket) ?? err);
   });
   server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
-    secured.add(formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort));
+    const entry = find(tlsSocket);
+    if (entry !== undefined && entry.state === 'handshaking') entry.state = 'secured';
   });
-  server.on('connection', (socket: net.Socket) => {
-    const startedAt = Date.now();
-    const client = formatAddr(socket.remoteAddress, socket.remotePort);
-    socket.once('close', () => {
-      if (secured.delete(client)) return;
-      report(client, Date.now() - startedAt, errors.shift());
-    });
-  });
+}
+
+// Node checks a client certificate only once OpenSSL finished the handshake (its verify callback
+// accepts every chain), then destroys the socket without an error event: the reason is left in
+// authorizationError.
+function refusedCertificateError(tlsSocket: tls.TLSSocket | undefined):
+  NodeJS.ErrnoException | undefined {
+  const reason = tlsSocket?.authorizationError as unknown;
+  if (reason === null || reason === undefined) return undefined;
+  const code = typeof reason === 'string' ? reason : String((reason as { code?: unknown }).code);
+  return Object.assign(new Error(`the client certificate was refused: ${code} (it must be ` +
+    'signed by the --client-ca certificate and valid now)'), { code });
 }
