@@ -37,7 +37,9 @@ test('logValue: plain tokens stay as they are; anything else is one JSON-quoted 
   assert.equal(logValue({ a: 1, b: 'x y' }), '"{\\"a\\":1,\\"b\\":\\"x y\\"}"');
   assert.equal(logValue([1, 2]), '[1,2]');
   // Every quoted value parses back to what it was.
-  for (const v of [HOSTILE, 'x\u0000y', 'tab\there', '\u2028']) assert.equal(JSON.parse(logValue(v)), v);
+  for (const v of [HOSTILE, 'x\u0000y', 'tab\there', '\u2028']) {
+    assert.equal(JSON.parse(logValue(v)), v);
+  }
 });
 
 test('text connection line: network fields cannot add a line or a field', () => {
@@ -52,7 +54,8 @@ test('text connection line: network fields cannot add a line or a field', () => 
   assert.equal(out.split('\n').length, 2, out);   // one line and its newline
   assert.ok(out.endsWith('\n'));
   assert.ok(!out.includes('[object Object]'), out);
-  assert.match(out, /^terminate: 127\.0\.0\.1:5000 -> 127\.0\.0\.1:80 in=1 out=2 ms=3 engine=native end=handshake /);
+  assert.ok(out.startsWith('terminate: 127.0.0.1:5000 -> 127.0.0.1:80 in=1 out=2 ms=3 ' +
+    'engine=native end=handshake '), out);
   assert.ok(out.includes(`sni=${JSON.stringify(HOSTILE)}`), out);
   assert.ok(out.includes('alpn="h2 spoof=1"'), out);
   assert.ok(out.includes('code="ERR_X\\nfake=1"'), out);
@@ -63,8 +66,8 @@ test('text connection line: network fields cannot add a line or a field', () => 
 
 test('text info and error lines: one line each, fields escaped, no blank line', () => {
   const { logger, text } = capture('text');
-  logger.info('refused connections over --max-connections', { code: 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS',
-    client: 'a b', extra: { x: 1 } });
+  logger.info('refused connections over --max-connections', {
+    code: 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS', client: 'a b', extra: { x: 1 } });
   logger.error('agent: the relay sent a bad line', Object.assign(new Error('bad\nline\n'),
     { code: 'EPROTO\n' }));
   logger.error(`no link to the relay ${HOSTILE}`);

@@ -98,7 +98,8 @@ function hints() {
 // Codes lib/ and lib/cli/ produce: literals outside the union's declaration and the hints table.
 function libCodes() {
   const where = new Map();
-  for (const file of [...sourceFiles('lib', ['.ts']), ...sourceFiles(path.join('lib', 'cli'), ['.ts'])]) {
+  const files = [...sourceFiles('lib', ['.ts']), ...sourceFiles(path.join('lib', 'cli'), ['.ts'])];
+  for (const file of files) {
     let text = withoutComments(fs.readFileSync(file, 'utf8'));
     text = text.replace(/type\s+SpliceErrorCode\s*=[^;]*;/, '');
     text = text.replace(/\bHINTS\b[^=]*=\s*(?:Object\.freeze\()?\{[^]*?\n\}/, '');
