@@ -37,7 +37,9 @@ The backend of a connection is the first that applies of:
 Flags:
   --listen ADDR         where to accept TLS (HOST:PORT; port 0 picks one, see the listening line)
   --cert FILE --key FILE  the server certificate chain and key (PEM); SIGHUP reloads them
-  --client-ca FILE      require a client certificate signed by this CA (mutual TLS)
+  --client-ca FILE      require a client certificate signed by this CA (mutual TLS); one that
+                        does not verify is closed before any byte reaches a backend and logged
+                        with OpenSSL's reason (code=CERT_HAS_EXPIRED, ...)
   --proxy-protocol v1|v2  send the client's address to the backend in a PROXY header first
                         (HAProxy: bind ... accept-proxy); v2 also carries ALPN and SNI
   --workers N           N processes sharing the port (node:cluster; default 1)
@@ -47,9 +49,10 @@ Limits (what an unauthenticated client can make it spend; see docs/SECURITY.md):
   --handshake-timeout SECONDS  close a connection whose TLS handshake is not done by then,
                         logged once with code=ERR_TLS_HANDSHAKE_TIMEOUT (default 10)
   --max-connections N   connections held at once, handshaking or spliced (default 10000); over
-                        it a new one is closed at once and counted in
-                        tls_splice_connections_refused_total. With --workers the cap is per
-                        worker: N workers hold up to N times as many
+                        it a new one is closed at once, counted in
+                        tls_splice_connections_refused_total and logged (at most one line a
+                        second, with the count). With --workers the cap is per worker: N
+                        workers hold up to N times as many
   --idle-timeout SECONDS  end a splice with no byte either way for this long, end=idle
                         (default 3600)
   --fin-timeout SECONDS once one direction has ended, end the splice after this long without a
