@@ -164,7 +164,7 @@ interface Terminator {
   config: Config;
   logger: Logger;
   group: SpliceGroup;
-  /** Connections spliced or being dialed for, destroyed at shutdown (handleSignals). */
+  /** TLS connections whose backend is being dialed: destroyed at shutdown (handleSignals). */
   pending: Set<net.Socket>;
   metrics?: import('./metrics').Metrics;
 }
