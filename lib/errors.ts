@@ -1,8 +1,9 @@
 // Errors that reach users. Every one has a stable `code`; tests assert the code, never the text.
 
-// Every ERR_TLS_SPLICE_* code the library produces, from lib/ or src-native/. Engine ends also carry
+// Every ERR_TLS_SPLICE_* code the library and its commands produce, from lib/, lib/cli/ or
+// src-native/ (and nothing else: no open-ended `string`). Engine ends also carry
 // ERR_TLS_ALERT_<name> (a fatal alert from the peer) and libuv names (EPIPE, ECONNRESET, ...).
-// test/error-codes.test.mjs checks this list against the C++ strings, lib/ and the hints.
+// test/error-codes.test.mjs checks this list against the C++ strings, lib/, lib/cli/ and the hints.
 export type SpliceErrorCode =
   // Arguments, state and platform (lib/ and the binding).
   | 'ERR_TLS_SPLICE_INVALID_ARG'
@@ -51,12 +52,31 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_PREAMBLE_TIMEOUT'
   | 'ERR_TLS_SPLICE_PREAMBLE_TOO_LARGE'
   | 'ERR_TLS_SPLICE_PREAMBLE_TRUNCATED'
-  | (string & {});
+  // The commands (lib/cli/): their log lines and exit messages.
+  | 'ERR_TLS_SPLICE_USAGE'
+  | 'ERR_TLS_SPLICE_LISTEN'
+  | 'ERR_TLS_SPLICE_WORKER'
+  | 'ERR_TLS_SPLICE_BAD_CERTIFICATE'
+  | 'ERR_TLS_SPLICE_DIAL'
+  | 'ERR_TLS_SPLICE_UPSTREAM'
+  | 'ERR_TLS_SPLICE_NO_ROUTE'
+  | 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS'
+  | 'ERR_TLS_SPLICE_STOPPING'
+  | 'ERR_TLS_SPLICE_PROXY_AUTH'
+  | 'ERR_TLS_SPLICE_PROXY_DENIED'
+  | 'ERR_TLS_SPLICE_NO_AGENT'
+  | 'ERR_TLS_SPLICE_BAD_ANSWER'
+  | 'ERR_TLS_SPLICE_LINK_PROTOCOL';
+
+// A code a SpliceError carries without owning it: a libuv name passed through from a socket
+// (EPIPE, ECONNREFUSED, ...), ERR_TLS_ALERT_<name> from the peer, Node's ABORT_ERR. Kept out of
+// SpliceErrorCode, which lists exactly tls-splice's own codes.
+export type PassedThroughCode = string & {};
 
 export class SpliceError extends Error {
-  readonly code: SpliceErrorCode;
+  readonly code: SpliceErrorCode | PassedThroughCode;
 
-  constructor(code: SpliceErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: SpliceErrorCode | PassedThroughCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'SpliceError';
     this.code = code;

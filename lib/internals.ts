@@ -146,6 +146,20 @@ export function tlsConnectionListener(server: tls.Server):
     ((this: tls.Server, socket: net.Socket) => void) | undefined;
 }
 
+// The stream a TLSSocket runs over (a net.Socket, or the Duplex a JSStreamSocket wraps, such as
+// the record tap), or undefined once the TLSSocket was destroyed. _tls_wrap.js keeps it as
+// `_handle._parentWrap` (TLSWrap -> net.Socket or JSStreamSocket) and JSStreamSocket keeps the
+// Duplex as `.stream`. The commands use it to tell which raw connection a 'tlsClientError' is
+// about: the TLSSocket Node hands over does not know its peer's address.
+export function tlsTransportOf(tlsSocket: tls.TLSSocket): Duplex | undefined {
+  const handle = (tlsSocket as unknown as { _handle?: { _parentWrap?: unknown } | null })._handle;
+  const wrap = handle?._parentWrap;
+  if (!(wrap instanceof Duplex)) return undefined;
+  const wrapped = (wrap as unknown as { stream?: unknown }).stream;
+  if (wrap.constructor.name === 'JSStreamSocket' && wrapped instanceof Duplex) return wrapped;
+  return wrap;
+}
+
 // A TLSSocket over a JS Duplex (the record tap) is fed by Node's JSStreamSocket, which hands each
 // 'data' chunk of the Duplex to the TLS layer synchronously (TLSWrap decrypts it at once, and a
 // close_notify in it makes the TLSSocket push its end right there), and hands the transport's EOF
@@ -280,6 +294,14 @@ export function selfCheck(): void {
   const tlsProto = tls.TLSSocket.prototype as unknown as { _destroySSL?: unknown };
   if (typeof tlsProto._destroySSL !== 'function') {
     throw unsupported('tls.TLSSocket has no _destroySSL');
+  }
+  const transport = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback(); } });
+  const overStream = new tls.TLSSocket(transport, { isServer: true });
+  const found = tlsTransportOf(overStream);
+  overStream.destroy();
+  transport.destroy();
+  if (found !== transport) {
+    throw unsupported('a TLSSocket over a Duplex does not keep it as _handle._parentWrap.stream');
   }
   if (tlsConnectionListener(new tls.Server()) === undefined) {
     throw unsupported(`tls.Server registers no '${kTlsConnectionListenerName}' connection listener`);

@@ -134,3 +134,57 @@ test('--cert/--key present a client certificate; --alpn is offered', { timeout: 
     assert.equal(upstream.received.length, 1);
     await without.stop();
   });
+
+test('--max-connections 2: a third plain client is closed at once and logged; the two held ' +
+  'connections still carry their bytes', { timeout: 30000 }, async () => {
+    const upstream = await echoUpstream();
+    const cli = await startCli(['originate', '--listen', '127.0.0.1:0', '--connect', upstream.addr,
+      '--servername', 'localhost', '--ca', FIXTURES.ca, '--max-connections', '2',
+      '--log', 'json']);
+    const open = async () => {
+      const socket = net.connect(cli.port, '127.0.0.1');
+      const chunks = [];
+      socket.on('data', (c) => chunks.push(c));
+      socket.on('error', () => {});
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => socket.once('connect', resolve));
+      return { socket, chunks, closed, client: `127.0.0.1:${socket.localPort}` };
+    };
+    const held = [await open(), await open()];
+    // Both are spliced (the upstream saw their handshakes) before the third comes.
+    const deadline = Date.now() + 15000;
+    while (upstream.handshakes < 2 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(upstream.handshakes, 2);
+    const third = await open();
+    let timer;
+    await Promise.race([third.closed, new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the third connection was not closed')), 10000);
+    })]).finally(() => clearTimeout(timer));
+    const refusal = await cli.waitForLog((r) => r.code === 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS');
+    assert.equal(refusal.max, 2);
+    assert.equal(refusal.client, third.client);
+    assert.equal(upstream.handshakes, 2, 'the refused client cost no upstream connection');
+    for (const [i, h] of held.entries()) {
+      const payload = Buffer.from(`held ${i}`);
+      const ended = new Promise((resolve) => h.socket.once('end', resolve));
+      h.socket.end(payload);
+      await ended;
+      assert.equal(Buffer.concat(h.chunks).toString(), payload.toString());
+    }
+    assert.deepEqual(await cli.stop(), { code: 0, signal: null });
+  });
+
+test('--idle-timeout, --fin-timeout, --max-connections: bad values are usage errors (exit 2)',
+  { timeout: 30000 }, async () => {
+    const { runCli } = await import('./helpers/cli.mjs');
+    for (const [flag, value] of [['--idle-timeout', '0'], ['--fin-timeout', 'x'],
+      ['--max-connections', '0']]) {
+      const r = await runCli(['originate', '--listen', '127.0.0.1:0', '--connect',
+        '127.0.0.1:1', flag, value]);
+      assert.equal(r.code, 2, `${flag} ${value}: ${r.stderr}`);
+      assert.ok(r.stderr.includes(flag), r.stderr);
+      assert.match(r.stderr, /is not a|must be more than 0/, r.stderr);
+    }
+  });

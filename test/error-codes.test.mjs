@@ -3,7 +3,8 @@
 // hints that turn an engine's end code into a message saying what to do (HINTS, in
 // lib/error-hints.ts) must agree:
 //   - every code native can produce is in the union and has a hint;
-//   - every code lib/ produces is in the union;
+//   - every code lib/ and the commands (lib/cli/) produce is in the union;
+//   - the union is closed: no `| string` that would let any code through;
 //   - every code in the union is produced somewhere (native or lib/), and every hint is for a
 //     code that something produces.
 // Read from the sources, so a code added on one side only fails here with its name.
@@ -94,10 +95,11 @@ function hints() {
   assert.fail('no HINTS object in lib/error-hints.ts, lib/splice.ts or lib/errors.ts');
 }
 
-// Codes lib/ produces: literals outside the union's declaration and the hints table.
+// Codes lib/ and lib/cli/ produce: literals outside the union's declaration and the hints table.
 function libCodes() {
   const where = new Map();
-  for (const file of sourceFiles('lib', ['.ts'])) {
+  const files = [...sourceFiles('lib', ['.ts']), ...sourceFiles(path.join('lib', 'cli'), ['.ts'])];
+  for (const file of files) {
     let text = withoutComments(fs.readFileSync(file, 'utf8'));
     text = text.replace(/type\s+SpliceErrorCode\s*=[^;]*;/, '');
     text = text.replace(/\bHINTS\b[^=]*=\s*(?:Object\.freeze\()?\{[^]*?\n\}/, '');
@@ -117,6 +119,8 @@ test('the sources are found and read (the checks below are not vacuous)', () => 
   assert.ok(unionCodes().has('ERR_TLS_SPLICE_NOT_TAPPED'));
   assert.ok(hints().keys.has('EPIPE'));
   assert.ok(libCodes().has('ERR_TLS_SPLICE_NOT_TAPPED'));
+  assert.ok(libCodes().has('ERR_TLS_SPLICE_USAGE'), 'lib/cli/ codes are read');
+  assert.ok(libCodes().has('ERR_TLS_SPLICE_NO_ROUTE'), 'lib/cli/terminate.ts codes are read');
   // A code that appears only in a comment is not produced.
   assert.deepEqual([...quotedCodes('// "ERR_TLS_SPLICE_IN_A_COMMENT"\nx = "ERR_TLS_SPLICE_REAL";', '"')],
     ['ERR_TLS_SPLICE_REAL']);
@@ -137,11 +141,19 @@ test('every code native can produce has a hint', () => {
     absent.map((code) => `${code} (${native.get(code)})`).join(', ')}`);
 });
 
-test('every code lib/ produces is in the SpliceErrorCode union', () => {
+test('every code lib/ and lib/cli/ produce is in the SpliceErrorCode union', () => {
   const lib = libCodes();
   const absent = missing(lib.keys(), unionCodes());
   assert.deepEqual(absent, [], `add to SpliceErrorCode in lib/errors.ts: ${
     absent.map((code) => `${code} (${lib.get(code)})`).join(', ')}`);
+});
+
+test('the SpliceErrorCode union is closed: string literals only', () => {
+  const text = withoutComments(fs.readFileSync(path.join(ROOT, 'lib', 'errors.ts'), 'utf8'));
+  const body = /type\s+SpliceErrorCode\s*=([^;]*);/.exec(text)[1];
+  const members = body.split('|').map((m) => m.trim()).filter(Boolean);
+  const open = members.filter((m) => !/^'ERR_TLS_SPLICE_[A-Z0-9_]+'$/.test(m));
+  assert.deepEqual(open, [], 'every member of SpliceErrorCode is one quoted ERR_TLS_SPLICE_* code');
 });
 
 test('every code in the union is produced by native or lib/', () => {

@@ -2,13 +2,19 @@
 // file loading, the per-connection log line, `listening ADDR`, dialing a backend, splicing a
 // connection into a SpliceGroup, and signal handling (drain on SIGTERM/SIGINT, reload on SIGHUP).
 //
-// Built only on the public API ('../index') and node: modules, like the commands themselves.
+// Built on the public API ('../index') and node: modules, like the commands themselves, plus
+// lib/dial.ts (one way to dial) and, for tying a TLSSocket to its raw connection, the record tap
+// and lib/internals.ts.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type * as tls from 'node:tls';
 import type { ParseArgsConfig } from 'node:util';
 
+import { dial as dialTarget } from '../dial';
 import { SpliceGroup, spliceTo } from '../index';
+import { tlsTransportOf } from '../internals';
+import { RecordTap } from '../tap';
+import { LogFormat, Logger } from './log';
 import type { SpliceEnd, SpliceHandle, SpliceOptions } from '../index';
 
 // ---------------------------------------------------------------------------------------------
@@ -250,73 +256,9 @@ export function loadTlsFiles(files: TlsFiles, createSecureContext: (o: tls.Secur
 }
 
 // ---------------------------------------------------------------------------------------------
-// Logging: stderr, one line per connection end; `--log json` for JSON lines.
+// Logging (log.ts): stderr, one line per connection end; `--log json` for JSON lines.
 
-export type LogFormat = 'text' | 'json';
-
-export interface ConnectionRecord {
-  /** The command ('terminate', 'proxy', ...). */
-  command: string;
-  client: string;
-  backend?: string;
-  /** Bytes from the client to the backend, and back. */
-  bytesFromClient: number;
-  bytesToClient: number;
-  durationMs: number;
-  engine: 'native' | 'js' | null;
-  /** 'end' | 'stopped' | 'aborted' | 'error' (a splice end), or 'refused' / 'failed' before one. */
-  reason: string;
-  /** The error's code when it ended with one. */
-  code?: string;
-  /** Extra detail (why a handshake or dial failed, the SNI name, the ALPN protocol...). */
-  [extra: string]: unknown;
-}
-
-export class Logger {
-  constructor(readonly format: LogFormat = 'text', private readonly out: NodeJS.WritableStream =
-  process.stderr) {}
-
-  /** The one line per connection end. */
-  connection(record: ConnectionRecord): void {
-    if (this.format === 'json') {
-      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'connection',
-        ...record })}\n`);
-      return;
-    }
-    const { command, client, backend, bytesFromClient, bytesToClient, durationMs, engine, reason,
-      code, ...extra } = record;
-    const parts = [`${command}: ${client}`, `-> ${backend ?? '-'}`,
-      `in=${bytesFromClient}`, `out=${bytesToClient}`, `ms=${Math.round(durationMs)}`,
-      `engine=${engine ?? '-'}`, `end=${reason}`];
-    if (code !== undefined) parts.push(`code=${code}`);
-    for (const [k, v] of Object.entries(extra)) {
-      if (v !== undefined) parts.push(`${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`);
-    }
-    this.out.write(`${parts.join(' ')}\n`);
-  }
-
-  /** A line about the process (listening, reload, drain, a failure not tied to a connection). */
-  info(message: string, fields: Record<string, unknown> = {}): void {
-    if (this.format === 'json') {
-      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'info', message,
-        ...fields })}\n`);
-    } else {
-      const extra = Object.entries(fields).map(([k, v]) => ` ${k}=${String(v)}`).join('');
-      this.out.write(`${message}${extra}\n`);
-    }
-  }
-
-  error(message: string, err?: unknown): void {
-    const code = (err as { code?: string } | undefined)?.code;
-    const text = err instanceof Error ? err.message : err === undefined ? undefined : String(err);
-    if (this.format === 'json') {
-      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), event: 'error', message,
-        code, error: text })}\n`);
-    } else {
-      this.out.write(`${message}${code ? ` code=${code}` : ''}${text ? `: ${text}` : ''}\n`);
-    }
-  }
-}
+export { ConnectionRecord, LogFormat, Logger, errorText, logValue } from './log';
 
 export function parseLogFormat(text: string | undefined): LogFormat {
   if (text === undefined || text === 'text') return 'text';
@@ -350,15 +292,60 @@ export function announceListening(addr: Addr, word = 'listening'): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --max-connections.
+
+// One log line a second at most about refusals: a flood over the cap must not flood the log too.
+const kRefusalLogIntervalMs = 1000;
+
+/**
+ * Caps the connections the server holds at once (Node's server.maxConnections: counted per
+ * process, so per worker with --workers). Over the cap Node closes a new connection at once and
+ * emits 'drop'; each one calls onRefused (the metric). The first refusal is logged at once; later
+ * ones are summed into one line a second (`refused=N`, the last client) while they go on.
+ */
+export function capConnections(server: net.Server, max: number, logger: Logger,
+  onRefused?: () => void): void {
+  server.maxConnections = max;
+  let pending: { refused: number; client: string } | null = null;
+  let quiet = true;
+  const flush = () => {
+    if (pending === null) {
+      quiet = true;
+      return;
+    }
+    logRefused(pending.refused, pending.client);
+    pending = null;
+    setTimeout(flush, kRefusalLogIntervalMs).unref();
+  };
+  const logRefused = (refused: number, client: string) => {
+    logger.info('refused connections over --max-connections', {
+      code: 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS', max, refused, client,
+    });
+  };
+  server.on('drop', (data?: net.DropArgument) => {
+    onRefused?.();
+    const client = formatAddr(data?.remoteAddress, data?.remotePort);
+    if (quiet) {
+      quiet = false;
+      logRefused(1, client);
+      setTimeout(flush, kRefusalLogIntervalMs).unref();
+      return;
+    }
+    pending = { refused: (pending?.refused ?? 0) + 1, client };
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dialing and splicing.
 
 /**
  * Connects to addr; resolves once connected (noDelay on, a no-op 'error' listener attached),
- * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...).
+ * rejects with the libuv code (ECONNREFUSED, ETIMEDOUT...). The socket is the library's dialled
+ * target socket (lib/dial.ts: half open, so the splice decides when its write side ends).
  */
 export function dial(addr: Addr, timeoutMs = 10_000): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: addr.host, port: addr.port, noDelay: true });
+    const socket = dialTarget({ host: addr.host, port: addr.port }, true);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error(`connecting to ${formatAddr(addr.host, addr.port)} ` +
@@ -493,32 +480,91 @@ export function handleSignals(options: LifecycleOptions): { shutdown(): Promise<
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handshake failures with the client's address (used by proxy and relay).
+// Handshake failures, each with its own connection (terminate, proxy, relay).
 //
-// 'tlsClientError' hands over a TLSSocket that is already destroyed and no longer knows its
-// peer, so the address is taken from the raw connection, and a connection that closes without
-// having become a 'secureConnection' is reported with the oldest error Node reported (it emits
-// the error, then destroys the connection).
+// 'tlsClientError' hands over a TLSSocket that does not know its peer's address (it runs over the
+// record tap, a JS stream). Each TLSSocket is tied to its raw connection while its transport is
+// still there: at the error itself for a handshake that fails or times out (Node emits the error
+// before destroying anything), and at the first 'keylog' line otherwise (a SpliceServer always
+// enables keylog), so a later failure (the client's certificate refused after the handshake) is
+// still reported against the right client. A failed connection is destroyed at once: Node only
+// destroys a timed-out one when nobody listens to 'tlsClientError'.
 
-const MAX_PENDING_HANDSHAKE_ERRORS = 1024;
+export type HandshakeFailureReport = (client: string, durationMs: number,
+  err: NodeJS.ErrnoException | undefined) => void;
 
-export function onHandshakeFailure(server: tls.Server, report: (client: string,
-  durationMs: number, err: NodeJS.ErrnoException | undefined) => void): void {
-  const errors: NodeJS.ErrnoException[] = [];
-  const secured = new Set<string>();
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
-    errors.push(err);
-    if (errors.length > MAX_PENDING_HANDSHAKE_ERRORS) errors.shift();
+interface Handshaking {
+  client: string;
+  startedAt: number;
+  raw: net.Socket;
+  tlsSocket?: tls.TLSSocket;
+  /** 'secured' once a 'secureConnection' took it; 'reported' once its failure was reported. */
+  state: 'handshaking' | 'secured' | 'reported';
+}
+
+// The raw TCP connection under a server TLSSocket: through the record tap (createServer) or
+// directly (a plain tls.Server).
+function rawConnectionOf(tlsSocket: tls.TLSSocket): net.Socket | undefined {
+  const transport = tlsTransportOf(tlsSocket);
+  if (transport instanceof RecordTap) return transport.raw;
+  return transport instanceof net.Socket ? transport : undefined;
+}
+
+/**
+ * Calls report once for each accepted connection that never became a 'secureConnection': with
+ * its own address and its own error (undefined when the client left with no error reported), and
+ * destroys it. A client certificate Node refused after the handshake (requestCert with
+ * rejectUnauthorized) is reported with OpenSSL's reason as the code (CERT_HAS_EXPIRED, ...).
+ */
+export function onHandshakeFailure(server: tls.Server, report: HandshakeFailureReport): void {
+  const byRaw = new WeakMap<net.Socket, Handshaking>();
+  const byTls = new WeakMap<tls.TLSSocket, Handshaking>();
+  const find = (tlsSocket: tls.TLSSocket): Handshaking | undefined => {
+    const known = byTls.get(tlsSocket);
+    if (known !== undefined) return known;
+    const raw = rawConnectionOf(tlsSocket);
+    const entry = raw === undefined ? undefined : byRaw.get(raw);
+    if (entry !== undefined) {
+      entry.tlsSocket = tlsSocket;
+      byTls.set(tlsSocket, entry);
+    }
+    return entry;
+  };
+  const fail = (entry: Handshaking, err: NodeJS.ErrnoException | undefined) => {
+    if (entry.state !== 'handshaking') return;
+    entry.state = 'reported';
+    report(entry.client, Date.now() - entry.startedAt, err);
+    entry.tlsSocket?.destroy();
+    entry.raw.destroy();
+  };
+  server.on('connection', (raw: net.Socket) => {
+    const entry: Handshaking = { client: formatAddr(raw.remoteAddress, raw.remotePort),
+      startedAt: Date.now(), raw, state: 'handshaking' };
+    byRaw.set(raw, entry);
+    raw.once('close', () => fail(entry, refusedCertificateError(entry.tlsSocket)));
+  });
+  server.on('keylog', (_line: Buffer, tlsSocket: tls.TLSSocket) => { find(tlsSocket); });
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
+    // A TLSSocket already destroyed and never tied to its connection is one whose client left
+    // early ('socket hang up'): its raw connection's 'close' reports it.
+    // A refused client certificate shows up here as that 'socket hang up'; its reason is better.
+    const entry = find(tlsSocket);
+    if (entry !== undefined) fail(entry, refusedCertificateError(tlsSocket) ?? err);
   });
   server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
-    secured.add(formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort));
+    const entry = find(tlsSocket);
+    if (entry !== undefined && entry.state === 'handshaking') entry.state = 'secured';
   });
-  server.on('connection', (socket: net.Socket) => {
-    const startedAt = Date.now();
-    const client = formatAddr(socket.remoteAddress, socket.remotePort);
-    socket.once('close', () => {
-      if (secured.delete(client)) return;
-      report(client, Date.now() - startedAt, errors.shift());
-    });
-  });
+}
+
+// Node checks a client certificate only once OpenSSL finished the handshake (its verify callback
+// accepts every chain), then destroys the socket without an error event: the reason is left in
+// authorizationError.
+function refusedCertificateError(tlsSocket: tls.TLSSocket | undefined):
+  NodeJS.ErrnoException | undefined {
+  const reason = tlsSocket?.authorizationError as unknown;
+  if (reason === null || reason === undefined) return undefined;
+  const code = typeof reason === 'string' ? reason : String((reason as { code?: unknown }).code);
+  return Object.assign(new Error(`the client certificate was refused: ${code} (it must be ` +
+    'signed by the --client-ca certificate and valid now)'), { code });
 }

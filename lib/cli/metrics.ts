@@ -1,7 +1,7 @@
-// Prometheus metrics for the commands (prom-client): connections total and active, handshake
-// failures, bytes each way, splice ends by reason and code, splices by engine. Served as text on
-// GET /metrics. With --workers, each worker keeps its own registry and the primary serves their
-// sum (prom-client's AggregatorRegistry over node:cluster IPC).
+// Prometheus metrics for the commands (prom-client): connections total, active and refused
+// (--max-connections), handshake failures, bytes each way, splice ends by reason and code, splices
+// by engine. Served as text on GET /metrics. With --workers, each worker keeps its own registry
+// and the primary serves their sum (prom-client's AggregatorRegistry over node:cluster IPC).
 import * as http from 'node:http';
 
 import type { SpliceEnd } from '../index';
@@ -20,6 +20,7 @@ export class Metrics {
   readonly registry: import('prom-client').Registry;
   readonly #connections: import('prom-client').Counter;
   readonly #active: import('prom-client').Gauge;
+  readonly #refused: import('prom-client').Counter;
   readonly #handshakeFailures: import('prom-client').Counter;
   readonly #bytes: import('prom-client').Counter;
   readonly #ends: import('prom-client').Counter;
@@ -35,6 +36,8 @@ export class Metrics {
       help: 'TCP connections accepted', registers });
     this.#active = new client.Gauge({ name: 'tls_splice_connections_active',
       help: 'Connections open now (handshaking, dialing or spliced)', registers });
+    this.#refused = new client.Counter({ name: 'tls_splice_connections_refused_total',
+      help: 'TCP connections closed at once because --max-connections were open', registers });
     this.#handshakeFailures = new client.Counter({ name: 'tls_splice_handshake_failures_total',
       help: 'TLS handshakes that failed, by error code', labelNames: ['code'], registers });
     this.#bytes = new client.Counter({ name: 'tls_splice_bytes_total',
@@ -59,6 +62,10 @@ export class Metrics {
 
   connectionClosed(): void {
     this.#active.dec();
+  }
+
+  connectionRefused(): void {
+    this.#refused.inc();
   }
 
   handshakeFailed(code: string | undefined): void {

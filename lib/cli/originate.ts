@@ -8,13 +8,15 @@ import * as tls from 'node:tls';
 
 import { SpliceGroup, connect } from '../index';
 import {
-  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
-  formatAddr, handleSignals, listen, loadTlsFiles, parseAddr, parseLogFormat, parseSeconds,
-  requireFlags, spliceConnection, stringFlag, stringsFlag,
+  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, LIMIT_OPTIONS, Limits, Logger, ParsedValues, UsageError,
+  announceListening, capConnections, formatAddr, handleSignals, listen, loadTlsFiles, parseAddr,
+  parseLimits, parseLogFormat, parseSeconds, requireFlags, spliceConnection, stringFlag,
+  stringsFlag,
 } from './common';
 
 const USAGE = `Usage: tls-splice originate --listen ADDR --connect ADDR [--servername NAME]
-                            [--ca FILE] [--insecure] [--cert FILE --key FILE] [--alpn PROTO]`;
+                            [--ca FILE] [--insecure] [--cert FILE --key FILE] [--alpn PROTO]
+                            [--max-connections N] [--idle-timeout S] [--fin-timeout S]`;
 
 const HELP = `Accepts plain TCP and carries each connection over its own TLS connection to an
 upstream (replaces stunnel's client mode, ghostunnel client, socat TCP-LISTEN -> OPENSSL).
@@ -30,6 +32,12 @@ Flags:
   --cert FILE --key FILE  a client certificate for upstreams that require one; SIGHUP reloads it
   --alpn PROTO          offer these ALPN protocols (repeatable, in order)
   --connect-timeout SECONDS  give up on an upstream that does not answer (default 10)
+  --max-connections N   plain connections held at once (default 10000); over it a new one is
+                        closed at once (logged at most once a second with the count)
+  --idle-timeout SECONDS  end a splice with no byte either way for this long, end=idle
+                        (default 3600)
+  --fin-timeout SECONDS once one direction has ended, end the splice after this long without a
+                        byte the other way, end=idle (default 60)
 
 A failed verification closes the plain connection with no byte sent (a TCP reset) and logs the
 reason (e.g. code=UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID).
@@ -49,6 +57,7 @@ interface Config {
   logFormat: 'text' | 'json';
   drainTimeoutMs: number;
   connectTimeoutMs: number;
+  limits: Limits;
 }
 
 function parseConfig(values: ParsedValues): Config {
@@ -67,6 +76,7 @@ function parseConfig(values: ParsedValues): Config {
       DEFAULT_DRAIN_TIMEOUT_MS),
     connectTimeoutMs: parseSeconds(stringFlag(values, 'connect-timeout'), '--connect-timeout',
       10_000),
+    limits: parseLimits(values),
   };
   if ((config.certFile === undefined) !== (config.keyFile === undefined)) {
     throw new UsageError('--cert and --key go together');
@@ -96,6 +106,7 @@ async function run(values: ParsedValues): Promise<void> {
   const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (plain) => {
     void onConnection(plain);
   });
+  capConnections(server, config.limits.maxConnections, logger);
 
   async function onConnection(plain: net.Socket): Promise<void> {
     const startedAt = Date.now();
@@ -169,6 +180,8 @@ async function run(values: ParsedValues): Promise<void> {
         command: 'originate', group, logger: swappedLogger(logger), client, backend: upstreamName,
         startedAt, extra: { alpn: upstream.alpnProtocol || undefined,
           verified: !config.insecure },
+        splice: { idleTimeout: config.limits.idleTimeoutMs,
+          finTimeout: config.limits.finTimeoutMs },
       });
     } catch {
       // Logged from the handle's end.
@@ -206,6 +219,10 @@ export const command: Command = {
     key: { type: 'string' },
     alpn: { type: 'string', multiple: true },
     'connect-timeout': { type: 'string' },
+    // The upstream handshake is bounded by --connect-timeout: no --handshake-timeout here.
+    'max-connections': LIMIT_OPTIONS['max-connections'],
+    'idle-timeout': LIMIT_OPTIONS['idle-timeout'],
+    'fin-timeout': LIMIT_OPTIONS['fin-timeout'],
   },
   run,
 };

@@ -8,9 +8,10 @@ import * as tls from 'node:tls';
 import { SpliceGroup, createServer, proxyProtocolHeader } from '../index';
 import type { SpliceEnd } from '../index';
 import {
-  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, Logger, ParsedValues, UsageError, announceListening,
-  dial, formatAddr, handleSignals, listen, loadTlsFiles, parseAddr, parseLogFormat, parseMappings,
-  parsePositiveInt, parseSeconds, requireFlags, spliceConnection, stringFlag, stringsFlag,
+  Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, LIMIT_OPTIONS, Limits, Logger, ParsedValues, UsageError,
+  announceListening, capConnections, dial, formatAddr, handleSignals, listen, loadTlsFiles,
+  onHandshakeFailure, parseAddr, parseLimits, parseLogFormat, parseMappings, parsePositiveInt,
+  parseSeconds, requireFlags, spliceConnection, stringFlag, stringsFlag,
 } from './common';
 
 // node:cluster is `export default` in @types/node but module.exports at run time.
@@ -18,7 +19,9 @@ const cluster = require('node:cluster') as import('node:cluster').Cluster;
 
 const USAGE = `Usage: tls-splice terminate --listen ADDR --cert FILE --key FILE [--to ADDR]
                             [--alpn PROTO=ADDR ...] [--sni NAME=ADDR ...] [--client-ca FILE]
-                            [--proxy-protocol v1|v2] [--workers N] [--metrics ADDR]`;
+                            [--proxy-protocol v1|v2] [--workers N] [--metrics ADDR]
+                            [--handshake-timeout S] [--max-connections N] [--idle-timeout S]
+                            [--fin-timeout S]`;
 
 const HELP = `Terminates TLS and splices the cleartext to a plain TCP backend (replaces stunnel's
 server mode, hitch, ghostunnel; HAProxy in mode tcp with ssl crt).
@@ -34,19 +37,30 @@ The backend of a connection is the first that applies of:
 Flags:
   --listen ADDR         where to accept TLS (HOST:PORT; port 0 picks one, see the listening line)
   --cert FILE --key FILE  the server certificate chain and key (PEM); SIGHUP reloads them
-  --client-ca FILE      require a client certificate signed by this CA (mutual TLS)
+  --client-ca FILE      require a client certificate signed by this CA (mutual TLS); one that
+                        does not verify is closed before any byte reaches a backend and logged
+                        with OpenSSL's reason (code=CERT_HAS_EXPIRED, ...)
   --proxy-protocol v1|v2  send the client's address to the backend in a PROXY header first
                         (HAProxy: bind ... accept-proxy); v2 also carries ALPN and SNI
   --workers N           N processes sharing the port (node:cluster; default 1)
   --metrics ADDR        serve Prometheus text on http://ADDR/metrics
   --dial-timeout SECONDS  give up on a backend that does not accept (default 10)
+Limits (what an unauthenticated client can make it spend; see docs/SECURITY.md):
+  --handshake-timeout SECONDS  close a connection whose TLS handshake is not done by then,
+                        logged once with code=ERR_TLS_HANDSHAKE_TIMEOUT (default 10)
+  --max-connections N   connections held at once, handshaking or spliced (default 10000); over
+                        it a new one is closed at once, counted in
+                        tls_splice_connections_refused_total and logged (at most one line a
+                        second, with the count). With --workers the cap is per worker: N
+                        workers hold up to N times as many
+  --idle-timeout SECONDS  end a splice with no byte either way for this long, end=idle
+                        (default 3600)
+  --fin-timeout SECONDS once one direction has ended, end the splice after this long without a
+                        byte the other way, end=idle (default 60)
 
 Example:
   tls-splice terminate --listen 0.0.0.0:443 --cert site.pem --key site.key \\
     --alpn h2=127.0.0.1:8081 --alpn http/1.1=127.0.0.1:8080`;
-
-// Handshake errors waiting for their connection's close (see the 'connection' listener).
-const MAX_QUEUED_HANDSHAKE_ERRORS = 1024;
 
 interface Config {
   listen: Addr;
@@ -62,6 +76,7 @@ interface Config {
   logFormat: 'text' | 'json';
   drainTimeoutMs: number;
   dialTimeoutMs: number;
+  limits: Limits;
 }
 
 function parseConfig(values: ParsedValues): Config {
@@ -87,6 +102,7 @@ function parseConfig(values: ParsedValues): Config {
     drainTimeoutMs: parseSeconds(stringFlag(values, 'drain-timeout'), '--drain-timeout',
       DEFAULT_DRAIN_TIMEOUT_MS),
     dialTimeoutMs: parseSeconds(stringFlag(values, 'dial-timeout'), '--dial-timeout', 10_000),
+    limits: parseLimits(values),
   };
   if (config.to === undefined && config.sni.length === 0 && config.alpn.length === 0) {
     throw new UsageError('no backend: give --to, --sni or --alpn');
@@ -143,144 +159,31 @@ async function run(values: ParsedValues): Promise<void> {
   await runServer(config, logger, material);
 }
 
+// What the functions serving connections share in one process (a worker with --workers).
+interface Terminator {
+  config: Config;
+  logger: Logger;
+  group: SpliceGroup;
+  /** TLS connections whose backend is being dialed: destroyed at shutdown (handleSignals). */
+  pending: Set<net.Socket>;
+  metrics?: import('./metrics').Metrics;
+}
+
 async function runServer(config: Config, logger: Logger,
   material: ReturnType<typeof tlsFiles>): Promise<void> {
-  const group = new SpliceGroup();
-  const pending = new Set<net.Socket>();
-  const alpnProtocols = [...new Set(config.alpn.map(([proto]) => proto))];
-  const strictSni = config.sni.length > 0 && config.alpn.length === 0 && config.to === undefined;
-  const { Metrics } = config.metrics !== undefined || cluster.isWorker
-    ? require('./metrics') as typeof import('./metrics') : { Metrics: undefined };
-  const metrics = Metrics !== undefined && config.metrics !== undefined ? new Metrics('terminate')
-    : undefined;
-
-  const server = createServer({
-    cert: material.cert,
-    key: material.key,
-    ca: material.ca,
-    requestCert: material.ca !== undefined,
-    rejectUnauthorized: material.ca !== undefined,
-    ALPNProtocols: alpnProtocols.length > 0 ? alpnProtocols : undefined,
-    // Without a fallback backend, a name no --sni matches fails the handshake.
-    SNICallback: strictSni ? (servername, callback) => {
-      if (config.sni.some(([pattern]) => sniMatches(pattern, servername))) {
-        callback(null, undefined);
-      } else {
-        callback(Object.assign(new Error(`no --sni route for "${servername}"`),
-          { code: 'ERR_TLS_SPLICE_NO_ROUTE' }), undefined);
-      }
-    } : undefined,
-  });
-  // Nagle off: an h2 terminator with Nagle stalls 40 ms on delayed ACKs.
-  //
-  // A failed handshake is logged when its TCP connection closes: 'tlsClientError' hands over a
-  // TLSSocket that is already destroyed and no longer knows its peer's address, so the raw
-  // socket's address is kept here, and the errors queue up in the order Node reported them (it
-  // emits the error, then destroys the connection).
-  const accepted = new Map<string, { secured: boolean }>();
-  const handshakeErrors: NodeJS.ErrnoException[] = [];
-  server.on('connection', (socket: net.Socket) => {
-    socket.setNoDelay(true);
-    metrics?.connectionOpened();
-    const startedAt = Date.now();
-    const client = formatAddr(socket.remoteAddress, socket.remotePort);
-    const entry = { secured: false };
-    accepted.set(client, entry);
-    socket.once('close', () => {
-      metrics?.connectionClosed();
-      if (accepted.get(client) === entry) accepted.delete(client);
-      if (entry.secured) return;
-      const err = handshakeErrors.shift();
-      logger.connection({
-        command: 'terminate', client, bytesFromClient: 0, bytesToClient: 0,
-        durationMs: Date.now() - startedAt, engine: null, reason: 'handshake',
-        code: err?.code ?? 'ECONNRESET',
-        error: err?.message ?? 'the client left before the TLS handshake was done',
-      });
-    });
-  });
-  server.on('tlsClientError', (err: NodeJS.ErrnoException) => {
-    metrics?.handshakeFailed(err.code);
-    handshakeErrors.push(err);
-    // Bounded: errors whose connection never closes (cannot happen in Node today) are dropped.
-    if (handshakeErrors.length > MAX_QUEUED_HANDSHAKE_ERRORS) handshakeErrors.shift();
-  });
+  const t: Terminator = { config, logger, group: new SpliceGroup(), pending: new Set(),
+    metrics: metricsOf(config) };
+  const server = createServer(serverOptions(config, material));
+  watchConnections(server, t);
+  logHandshakeFailures(server, t);
   server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
-    void onSecureConnection(tlsSocket);
+    void onSecureConnection(t, tlsSocket);
   });
-
-  async function onSecureConnection(tlsSocket: tls.TLSSocket): Promise<void> {
-    const startedAt = Date.now();
-    const client = formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort);
-    const entry = accepted.get(client);
-    if (entry !== undefined) entry.secured = true;
-    const servername = typeof tlsSocket.servername === 'string' ? tlsSocket.servername
-      : undefined;
-    const protocol = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol
-      : undefined;
-    const extra = { sni: servername, alpn: protocol, worker: cluster.worker?.id };
-    let clientError: NodeJS.ErrnoException | undefined;
-    const onError = (err: NodeJS.ErrnoException) => { clientError ??= err; };
-    tlsSocket.on('error', onError);
-    const refuse = (reason: string, code: string, detail: Record<string, unknown>) => {
-      logger.connection({ command: 'terminate', client, backend: detail.backend as string,
-        bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - startedAt, engine: null,
-        reason, code, ...extra, ...detail });
-      tlsSocket.destroy();
-    };
-    const route = routeOf(config, servername, protocol);
-    if (route === undefined) {
-      refuse('refused', 'ERR_TLS_SPLICE_NO_ROUTE', {});
-      return;
-    }
-    const backendName = formatAddr(route.addr.host, route.addr.port);
-    pending.add(tlsSocket);
-    let backend: net.Socket;
-    try {
-      backend = await dial(route.addr, config.dialTimeoutMs);
-    } catch (err) {
-      refuse('failed', (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_DIAL',
-        { backend: backendName, error: (err as Error).message });
-      return;
-    } finally {
-      pending.delete(tlsSocket);
-    }
-    if (tlsSocket.destroyed || group.closing) {
-      backend.destroy();
-      refuse(group.closing ? 'stopped' : 'error', clientError?.code ?? 'ECONNRESET',
-        { backend: backendName });
-      return;
-    }
-    let head: Buffer | undefined;
-    if (config.proxyProtocol !== undefined) {
-      head = proxyProtocolHeader(config.proxyProtocol, {
-        source: { address: tlsSocket.remoteAddress ?? '', port: tlsSocket.remotePort ?? 0 },
-        destination: { address: tlsSocket.localAddress ?? '', port: tlsSocket.localPort ?? 0 },
-        alpn: protocol, authority: servername,
-      });
-    }
-    try {
-      const handle = await spliceConnection(tlsSocket, backend, {
-        command: 'terminate', group, logger, client, backend: backendName, startedAt, head,
-        extra: { ...extra, route: route.by },
-        onEnd: (end: SpliceEnd) => metrics?.spliceEnded(end),
-      });
-      metrics?.spliceStarted(handle.engine);
-    } catch {
-      // Logged by spliceConnection from the handle's end.
-    }
-  }
-
   const bound = await listen(server, config.listen);
-  let metricsServer: import('node:http').Server | undefined;
-  if (metrics !== undefined && !cluster.isWorker) {
-    const { serveMetrics, registrySource } = require('./metrics') as typeof import('./metrics');
-    const served = await serveMetrics(config.metrics!, logger, registrySource(metrics));
-    metricsServer = served.server;
-    announceListening(served.addr, 'metrics');
-  }
+  const metricsServer = await serveOwnMetrics(t);
   handleSignals({
-    logger, servers: [server], group, drainTimeoutMs: config.drainTimeoutMs, pending,
+    logger, servers: [server], group: t.group, drainTimeoutMs: config.drainTimeoutMs,
+    pending: t.pending,
     reload: () => {
       const fresh = tlsFiles(config);
       server.setSecureContext({ cert: fresh.cert, key: fresh.key, ca: fresh.ca });
@@ -292,6 +195,137 @@ async function runServer(config: Config, logger: Logger,
   } else {
     announceListening(bound);
   }
+}
+
+// This process's metrics: with --metrics, and in every worker (the primary sums them).
+function metricsOf(config: Config): import('./metrics').Metrics | undefined {
+  if (config.metrics === undefined) return undefined;
+  const { Metrics } = require('./metrics') as typeof import('./metrics');
+  return new Metrics('terminate');
+}
+
+// Without --workers the process serves its own registry; a worker's is read by the primary.
+async function serveOwnMetrics(t: Terminator): Promise<import('node:http').Server | undefined> {
+  if (t.metrics === undefined || cluster.isWorker) return undefined;
+  const { serveMetrics, registrySource } = require('./metrics') as typeof import('./metrics');
+  const served = await serveMetrics(t.config.metrics!, t.logger, registrySource(t.metrics));
+  announceListening(served.addr, 'metrics');
+  return served.server;
+}
+
+function serverOptions(config: Config, material: ReturnType<typeof tlsFiles>): tls.TlsOptions {
+  const alpnProtocols = [...new Set(config.alpn.map(([proto]) => proto))];
+  const strictSni = config.sni.length > 0 && config.alpn.length === 0 && config.to === undefined;
+  return {
+    cert: material.cert,
+    key: material.key,
+    ca: material.ca,
+    // With --client-ca, OpenSSL refuses a client without a certificate during the handshake
+    // (certificate_required alert); Node refuses one that does not verify right after it
+    // (logged with its reason by onHandshakeFailure; see docs/SECURITY.md).
+    requestCert: material.ca !== undefined,
+    rejectUnauthorized: material.ca !== undefined,
+    handshakeTimeout: config.limits.handshakeTimeoutMs,
+    ALPNProtocols: alpnProtocols.length > 0 ? alpnProtocols : undefined,
+    // Without a fallback backend, a name no --sni matches fails the handshake.
+    SNICallback: strictSni ? (servername, callback) => {
+      if (config.sni.some(([pattern]) => sniMatches(pattern, servername))) {
+        callback(null, undefined);
+      } else {
+        callback(Object.assign(new Error(`no --sni route for "${servername}"`),
+          { code: 'ERR_TLS_SPLICE_NO_ROUTE' }), undefined);
+      }
+    } : undefined,
+  };
+}
+
+// Nagle off (an h2 terminator with Nagle stalls 40 ms on delayed ACKs), the connection gauges,
+// and --max-connections.
+function watchConnections(server: net.Server, t: Terminator): void {
+  capConnections(server, t.config.limits.maxConnections, t.logger,
+    () => t.metrics?.connectionRefused());
+  server.on('connection', (socket: net.Socket) => {
+    socket.setNoDelay(true);
+    t.metrics?.connectionOpened();
+    socket.once('close', () => t.metrics?.connectionClosed());
+  });
+}
+
+function logHandshakeFailures(server: tls.Server, t: Terminator): void {
+  onHandshakeFailure(server, (client, durationMs, err) => {
+    const code = err?.code ?? 'ECONNRESET';
+    t.metrics?.handshakeFailed(code);
+    t.logger.connection({
+      command: 'terminate', client, bytesFromClient: 0, bytesToClient: 0, durationMs,
+      engine: null, reason: 'handshake', code,
+      error: err?.message ?? 'the client left before the TLS handshake was done',
+      worker: cluster.worker?.id,
+    });
+  });
+}
+
+// One established TLS connection: pick its backend, dial it, splice.
+async function onSecureConnection(t: Terminator, tlsSocket: tls.TLSSocket): Promise<void> {
+  const startedAt = Date.now();
+  const client = formatAddr(tlsSocket.remoteAddress, tlsSocket.remotePort);
+  const servername = typeof tlsSocket.servername === 'string' ? tlsSocket.servername : undefined;
+  const protocol = typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol
+    : undefined;
+  const extra = { sni: servername, alpn: protocol, worker: cluster.worker?.id };
+  let clientError: NodeJS.ErrnoException | undefined;
+  tlsSocket.on('error', (err: NodeJS.ErrnoException) => { clientError ??= err; });
+  const refuse = (reason: string, code: string, detail: Record<string, unknown> = {}) => {
+    t.logger.connection({ command: 'terminate', client, backend: detail.backend as string,
+      bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - startedAt, engine: null,
+      reason, code, ...extra, ...detail });
+    tlsSocket.destroy();
+  };
+  const route = routeOf(t.config, servername, protocol);
+  if (route === undefined) {
+    refuse('refused', 'ERR_TLS_SPLICE_NO_ROUTE');
+    return;
+  }
+  const backendName = formatAddr(route.addr.host, route.addr.port);
+  t.pending.add(tlsSocket);
+  let backend: net.Socket;
+  try {
+    backend = await dial(route.addr, t.config.dialTimeoutMs);
+  } catch (err) {
+    refuse('failed', (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_DIAL',
+      { backend: backendName, error: (err as Error).message });
+    return;
+  } finally {
+    t.pending.delete(tlsSocket);
+  }
+  if (tlsSocket.destroyed || t.group.closing) {
+    backend.destroy();
+    refuse(t.group.closing ? 'stopped' : 'error', clientError?.code ?? 'ECONNRESET',
+      { backend: backendName });
+    return;
+  }
+  try {
+    const handle = await spliceConnection(tlsSocket, backend, {
+      command: 'terminate', group: t.group, logger: t.logger, client, backend: backendName,
+      startedAt, head: proxyHead(t.config, tlsSocket), extra: { ...extra, route: route.by },
+      onEnd: (end: SpliceEnd) => t.metrics?.spliceEnded(end),
+      splice: { idleTimeout: t.config.limits.idleTimeoutMs,
+        finTimeout: t.config.limits.finTimeoutMs },
+    });
+    t.metrics?.spliceStarted(handle.engine);
+  } catch {
+    // Logged by spliceConnection from the handle's end.
+  }
+}
+
+// --proxy-protocol: the client's address (and ALPN, SNI for v2) ahead of the spliced bytes.
+function proxyHead(config: Config, tlsSocket: tls.TLSSocket): Buffer | undefined {
+  if (config.proxyProtocol === undefined) return undefined;
+  return proxyProtocolHeader(config.proxyProtocol, {
+    source: { address: tlsSocket.remoteAddress ?? '', port: tlsSocket.remotePort ?? 0 },
+    destination: { address: tlsSocket.localAddress ?? '', port: tlsSocket.localPort ?? 0 },
+    alpn: typeof tlsSocket.alpnProtocol === 'string' ? tlsSocket.alpnProtocol : undefined,
+    authority: typeof tlsSocket.servername === 'string' ? tlsSocket.servername : undefined,
+  });
 }
 
 // --workers N: the primary forks N workers running the same command line; node:cluster shares
@@ -380,6 +414,7 @@ export const command: Command = {
     workers: { type: 'string' },
     metrics: { type: 'string' },
     'dial-timeout': { type: 'string' },
+    ...LIMIT_OPTIONS,
   },
   run,
 };
