@@ -3,7 +3,8 @@
 // HOST is one of
 //   '*'                     any destination that is not internal (address-policy.ts)
 //   a name, '*' in a label  '*.example.com' matches 'a.example.com', never 'a.b.example.com'
-//                           nor '10.0.0.1.attacker.example' for '10.0.0.*' ('*' never crosses a dot)
+//                           nor '10.0.0.1.attacker.example' for '10.0.0.*' ('*' never crosses
+//                           a dot)
 //   an IP address           '10.0.0.7', '[fd00::7]'
 //   a CIDR block            '10.0.0.0/8', '[fc00::]/7'
 // PORT is a number, a range '8000-8999', or '*'.
@@ -28,7 +29,8 @@ export interface AllowPattern {
 }
 
 // A DNS name with '*' allowed inside labels (RFC 1123 labels; '_' is common in practice).
-const NAME = /^(?:[a-z0-9_*](?:[a-z0-9_*-]{0,61}[a-z0-9_*])?\.)*[a-z0-9_*](?:[a-z0-9_*-]{0,61}[a-z0-9_*])?$/;
+const LABEL = '[a-z0-9_*](?:[a-z0-9_*-]{0,61}[a-z0-9_*])?';
+const NAME = new RegExp(`^(?:${LABEL}\\.)*${LABEL}$`);
 
 function usage(text: string, why: string): UsageError {
   return new UsageError(`--allow: "${text}" ${why}; write HOST:PORT with HOST a name ('*' ` +
@@ -111,6 +113,7 @@ export function allowsAddress(pattern: AllowPattern, name: string, address: stri
     case 'wildcard':
       return !internal && allowsName(pattern, name);
     case 'name': return pattern.host.name === name;
-    case 'block': return pattern.host.block.check(address, net.isIP(address) === 4 ? 'ipv4' : 'ipv6');
+    case 'block':
+      return pattern.host.block.check(address, net.isIP(address) === 4 ? 'ipv4' : 'ipv6');
   }
 }

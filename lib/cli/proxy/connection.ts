@@ -98,8 +98,8 @@ export function createHttpServer(ctx: ProxyContext): http.Server {
       socket.destroy();
       return;
     }
-    const refusal = { status: clientErrorStatus(err.code), code: err.code ?? 'ERR_TLS_SPLICE_BAD_PREAMBLE',
-      why: err.message };
+    const refusal = { status: clientErrorStatus(err.code),
+      code: err.code ?? 'ERR_TLS_SPLICE_BAD_PREAMBLE', why: err.message };
     logRefusal(ctx, clientOf(socket), Date.now(), refusal);
     answerAndClose(socket, refusal);
   });
@@ -136,7 +136,8 @@ export async function onSecureConnection(ctx: ProxyContext, httpServer: http.Ser
     ctx.pending.delete(tlsSocket);
   }
   if (request.method === 'CONNECT') {
-    await connectAfterTurn(ctx, tlsSocket, request.target, request.headers, request.rest, startedAt);
+    await connectAfterTurn(ctx, tlsSocket, request.target, request.headers, request.rest,
+      startedAt);
     return;
   }
   // Put the bytes back and let node:http parse this request and those after it.

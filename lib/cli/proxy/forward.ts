@@ -47,7 +47,8 @@ export function requestFraming(req: http.IncomingMessage): [string, string][] | 
     // reliably; the server MUST respond with the 400 (Bad Request) status code". Codings other
     // than chunked are refused too: nothing downstream is known to undo them.
     if (te.trim().toLowerCase() !== 'chunked') {
-      return { status: 400, code: BAD, why: `Transfer-Encoding ${JSON.stringify(te)} is not chunked` };
+      return { status: 400, code: BAD,
+        why: `Transfer-Encoding ${JSON.stringify(te)} is not chunked` };
     }
     return [['Transfer-Encoding', 'chunked']];
   }
@@ -97,10 +98,6 @@ async function checkAndSend(ctx: ProxyContext, req: http.IncomingMessage,
   send(ctx, req, res, { url: decision.url, backendName, framing, ...outcome }, startedAt, client);
 }
 
-function timeoutError(message: string, status: number): Error {
-  return Object.assign(new Error(message), { code: 'ETIMEDOUT', status });
-}
-
 // --idle-timeout bounds each wait for a byte from the origin: then 504 if no answer began, else
 // the answer is cut.
 function applyIdleTimeout(ctx: ProxyContext, upstream: http.ClientRequest, backend: net.Socket,
@@ -111,97 +108,122 @@ function applyIdleTimeout(ctx: ProxyContext, upstream: http.ClientRequest, backe
     { code: 'ETIMEDOUT', status: 504 })));
 }
 
-function send(ctx: ProxyContext, req: http.IncomingMessage, res: http.ServerResponse,
-  target: Target, startedAt: number, client: string): void {
-  const { url, backendName } = target;
+// The request as the origin gets it: end-to-end fields, its own Host, its body's framing.
+function upstreamHeaders(req: http.IncomingMessage, target: Target): [string, string][] {
   const headers = endToEndHeaders(req.rawHeaders, req.headers.connection)
     .filter(([name]) => !['host', 'content-length'].includes(name.toLowerCase()));
   // RFC 9112 3.2.2: the Host of a forwarded request is the authority of its absolute URI.
-  headers.unshift(['Host', url.host]);
-  headers.push(...target.framing);
-  let bytesFromClient = 0;
-  let bytesToClient = 0;
-  let status = 0;
-  let logged = false;
-  const log = (reason: string, code?: string) => {
-    if (logged) return;
-    logged = true;
-    ctx.logger.connection({ command: 'proxy', client, backend: backendName, bytesFromClient,
-      bytesToClient, durationMs: Date.now() - startedAt, engine: null, reason, code,
-      method: req.method, status, address: target.address });
-  };
-  const fail = (refusal: Refusal) => {
-    if (logged) return;   // answered already (a 502 for a 101, then the socket's close)
-    if (!res.headersSent) {
-      status = refusal.status;
-      answerResponse(res, refusal, true);
-    } else {
-      res.destroy();
-    }
-    log('error', refusal.code);
-  };
+  return [['Host', target.url.host], ...headers, ...target.framing];
+}
+
+function send(ctx: ProxyContext, req: http.IncomingMessage, res: http.ServerResponse,
+  target: Target, startedAt: number, client: string): void {
   let upstream: http.ClientRequest;
   try {
     upstream = http.request({
-      method: req.method, path: `${url.pathname}${url.search}`, headers: headers.flat(),
+      method: req.method, path: `${target.url.pathname}${target.url.search}`,
+      headers: upstreamHeaders(req, target).flat(),
       // No agent: the request goes on the socket dialled to the checked address.
       setHost: false, createConnection: () => target.backend,
     });
   } catch (err) {
     // A field node:http's parser let through but its client refuses (ERR_INVALID_CHAR...).
-    const code = (err as NodeJS.ErrnoException).code ?? BAD;
-    logRefusal(ctx, client, startedAt, { status: 400, code, why: (err as Error).message },
-      backendName, { method: req.method });
-    answerResponse(res, { status: 400, code, why: (err as Error).message }, true);
+    const refusal = { status: 400, code: (err as NodeJS.ErrnoException).code ?? BAD,
+      why: (err as Error).message };
+    logRefusal(ctx, client, startedAt, refusal, target.backendName, { method: req.method });
+    answerResponse(res, refusal, true);
     req.resume();
     target.backend.destroy();
     return;
   }
-  applyIdleTimeout(ctx, upstream, target.backend, backendName);
-  upstream.on('error', (err: NodeJS.ErrnoException & { status?: number }) => {
-    const code = err.code ?? 'ERR_TLS_SPLICE_DIAL';
-    fail({ status: err.status ?? 502, code, why: `${backendName}: ${err.message}` });
-  });
-  // The Upgrade field is hop-by-hop and never forwarded, so a 101 answers nothing the client
-  // asked for; node:http would hold the client forever waiting for a response that never comes.
-  const refuseSwitch = () => fail({ status: 502, code: 'ERR_TLS_SPLICE_BAD_ANSWER',
-    why: `${backendName} answered 101 Switching Protocols to a request that asked for no upgrade` });
-  upstream.on('upgrade', (_answer: http.IncomingMessage, socket: net.Socket) => {
-    socket.destroy();
-    refuseSwitch();
-  });
-  upstream.on('response', (answer: http.IncomingMessage) => {
+  applyIdleTimeout(ctx, upstream, target.backend, target.backendName);
+  new Exchange(ctx, req, res, upstream, target, startedAt, client).start();
+}
+
+/** One forwarded request and its answer, logged once when it ends. */
+class Exchange {
+  private bytesFromClient = 0;
+  private bytesToClient = 0;
+  private status = 0;
+  private logged = false;
+
+  constructor(private readonly ctx: ProxyContext, private readonly req: http.IncomingMessage,
+    private readonly res: http.ServerResponse, private readonly upstream: http.ClientRequest,
+    private readonly target: Target, private readonly startedAt: number,
+    private readonly client: string) {}
+
+  start(): void {
+    const { req, res, upstream } = this;
+    upstream.on('error', (err: NodeJS.ErrnoException & { status?: number }) => {
+      this.fail({ status: err.status ?? 502, code: err.code ?? 'ERR_TLS_SPLICE_DIAL',
+        why: `${this.target.backendName}: ${err.message}` });
+    });
+    upstream.on('upgrade', (_answer: http.IncomingMessage, socket: net.Socket) => {
+      socket.destroy();
+      this.refuseSwitch();
+    });
+    upstream.on('response', (answer: http.IncomingMessage) => this.onAnswer(answer));
+    req.on('data', (chunk: Buffer) => { this.bytesFromClient += chunk.length; });
+    req.pipe(upstream);
+    res.on('close', () => {
+      if (!res.writableFinished) {
+        upstream.destroy();
+        this.log('error', 'ECONNRESET');
+      }
+    });
+  }
+
+  private onAnswer(answer: http.IncomingMessage): void {
     if (answer.statusCode === 101) {
       answer.destroy();
-      upstream.destroy();
-      refuseSwitch();
+      this.upstream.destroy();
+      this.refuseSwitch();
       return;
     }
-    status = answer.statusCode ?? 502;
+    this.status = answer.statusCode ?? 502;
     try {
-      res.writeHead(status, answer.statusMessage,
+      this.res.writeHead(this.status, answer.statusMessage,
         endToEndHeaders(answer.rawHeaders, answer.headers.connection).flat());
     } catch (err) {
       // An answer node:http will not repeat (a bad status text or field): the origin's fault.
       answer.destroy();
-      res.destroy();
-      log('error', (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_BAD_ANSWER');
+      this.res.destroy();
+      this.log('error', (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_BAD_ANSWER');
       return;
     }
-    answer.on('data', (chunk: Buffer) => { bytesToClient += chunk.length; });
-    answer.pipe(res);
-    answer.on('end', () => log('end'));
+    answer.on('data', (chunk: Buffer) => { this.bytesToClient += chunk.length; });
+    answer.pipe(this.res);
+    answer.on('end', () => this.log('end'));
     answer.on('error', (err: NodeJS.ErrnoException) => {
-      res.destroy();
-      log('error', err.code);
+      this.res.destroy();
+      this.log('error', err.code);
     });
-  });
-  req.on('data', (chunk: Buffer) => { bytesFromClient += chunk.length; });
-  req.pipe(upstream);
-  res.on('close', () => {
-    if (!res.writableFinished) {
-      upstream.destroy();
-      log('error', 'ECONNRESET');
+  }
+
+  // The Upgrade field is hop-by-hop and never forwarded, so a 101 answers nothing the client
+  // asked for; node:http would hold the client forever waiting for a response that never comes.
+  private refuseSwitch(): void {
+    this.fail({ status: 502, code: 'ERR_TLS_SPLICE_BAD_ANSWER', why: `${this.target.backendName} ` +
+      'answered 101 Switching Protocols to a request that asked for no upgrade' });
+  }
+
+  private fail(refusal: Refusal): void {
+    if (this.logged) return;   // answered already (a 502 for a 101, then the socket's close)
+    if (!this.res.headersSent) {
+      this.status = refusal.status;
+      answerResponse(this.res, refusal, true);
+    } else {
+      this.res.destroy();
     }
-  });
+    this.log('error', refusal.code);
+  }
+
+  private log(reason: string, code?: string): void {
+    if (this.logged) return;
+    this.logged = true;
+    this.ctx.logger.connection({ command: 'proxy', client: this.client,
+      backend: this.target.backendName, bytesFromClient: this.bytesFromClient,
+      bytesToClient: this.bytesToClient, durationMs: Date.now() - this.startedAt, engine: null,
+      reason, code, method: this.req.method, status: this.status, address: this.target.address });
+  }
 }
