@@ -301,6 +301,25 @@ test('requests pipelined before a CONNECT are answered, in order, before its 200
     }
   });
 
+test('more than 64 requests pipelined ahead of their answers close the connection',
+  { timeout: 60000 }, async () => {
+    // An origin that never answers: every request waits behind the first.
+    const origin = net.createServer((s) => { s.on('error', () => {}); s.resume(); });
+    const port = await listening(origin);
+    const proxy = await startProxy('--allow', `127.0.0.1:${port}`);
+    try {
+      const c = await client(proxy);
+      const get = `GET http://127.0.0.1:${port}/ HTTP/1.1\r\nHost: x\r\n\r\n`;
+      c.socket.write(get.repeat(100));
+      await withTimeout(c.closed, 15000, 'the proxy closing the connection');
+      const rec = await proxy.waitForLog((r) => r.code === 'ERR_TLS_SPLICE_TOO_MANY_PIPELINED');
+      assert.equal(rec.reason, 'refused');
+    } finally {
+      await proxy.kill();
+      origin.close();
+    }
+  });
+
 // An origin for the answer tests: 'switch' answers 101 with Upgrade, 'bare-switch' 101 without,
 // 'silent' reads the request and never answers.
 async function answeringOrigin() {
