@@ -22,7 +22,7 @@ export async function tunnel(ctx: ProxyContext, tlsSocket: tls.TLSSocket, addr: 
   const outcome = await connectDestination(ctx.config.connectAllow, addr,
     ctx.config.dialTimeoutMs).finally(() => ctx.pending.delete(tlsSocket));
   if (!isConnected(outcome)) {
-    logRefusal(ctx, client, startedAt, outcome, backendName);
+    logRefusal(ctx, client, startedAt, outcome, backendName, { method: 'CONNECT' });
     answerAndClose(tlsSocket, outcome);
     return;
   }
@@ -32,7 +32,8 @@ export async function tunnel(ctx: ProxyContext, tlsSocket: tls.TLSSocket, addr: 
     tlsSocket.destroy();
     logRefusal(ctx, client, startedAt, { status: 0,
       code: ctx.group.closing ? 'ERR_TLS_SPLICE_STOPPING' : 'ECONNRESET',
-      why: 'the client left while the destination was dialled' }, backendName);
+      why: 'the client left while the destination was dialled' }, backendName,
+    { method: 'CONNECT' });
     return;
   }
   tlsSocket.off('close', onClose);
