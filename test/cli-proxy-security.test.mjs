@@ -30,9 +30,9 @@ const startProxy = (...flags) => startCli(['proxy', '--listen', '127.0.0.1:0', .
   '--log', 'json', ...flags]);
 
 // A TLS client to the proxy that keeps what it receives; waitFor() resolves when it matches.
-async function client(proxy) {
+async function client(proxy, { allowHalfOpen = false } = {}) {
   const socket = tls.connect({ host: '127.0.0.1', port: proxy.port, servername: 'localhost',
-    ca: CA, ALPNProtocols: ['http/1.1'] });
+    ca: CA, ALPNProtocols: ['http/1.1'], allowHalfOpen });
   await withTimeout(new Promise((resolve, reject) => {
     socket.once('secureConnect', resolve);
     socket.once('error', reject);
@@ -371,12 +371,8 @@ test('an origin that never answers gets the client a 504 at --idle-timeout', { t
     }
   });
 
-// The proxy passes { idleTimeout, finTimeout } to the splice; the library applies them from the
-// idle-timeout branch on. Until that branch is merged this test is a todo (it runs, and fails).
-const SPLICE_IDLE_TIMEOUT_TODO = 'needs the library idle timeout (branch idle-timeout)';
-
-test('a tunnel with no byte either way ends at --idle-timeout (finding 5)', { timeout: 60000,
-  todo: SPLICE_IDLE_TIMEOUT_TODO }, async () => {
+test('a tunnel with no byte either way ends at --idle-timeout (finding 5)', { timeout: 60000 },
+  async () => {
     const echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s); });
     const echoPort = await listening(echo);
     const proxy = await startProxy('--allow', `127.0.0.1:${echoPort}`, '--idle-timeout', '1');
@@ -392,6 +388,35 @@ test('a tunnel with no byte either way ends at --idle-timeout (finding 5)', { ti
     } finally {
       await proxy.kill();
       echo.close();
+    }
+  });
+
+test('a half-closed tunnel ends at --fin-timeout when the other side stays silent',
+  { timeout: 60000 }, async () => {
+    // The destination answers and ends its side; the client keeps its own open and says nothing.
+    const backend = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.once('data', () => s.end('bye'));
+    });
+    const port = await listening(backend);
+    const proxy = await startProxy('--allow', `127.0.0.1:${port}`, '--fin-timeout', '1');
+    try {
+      const c = await client(proxy, { allowHalfOpen: true });
+      const ended = new Promise((resolve) => c.socket.once('end', resolve));
+      c.socket.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: y\r\n\r\nhello`);
+      await c.waitFor(/bye$/);
+      await withTimeout(ended, 10000, "the destination's end reaching the client");
+      const halfClosedAt = Date.now();
+      // The client sees nothing more than the end it already saw (its TLS socket cannot tell the
+      // proxy's FIN from the close_notify before it): the log says when the tunnel ended.
+      const rec = await proxy.waitForLog((r) => r.method === 'CONNECT' && r.event === 'connection',
+        20000);
+      assert.equal(rec.reason, 'idle');
+      assert.ok(Date.now() - halfClosedAt >= 900, `ended after ${Date.now() - halfClosedAt} ms`);
+      c.socket.destroy();
+    } finally {
+      await proxy.kill();
+      backend.close();
     }
   });
 
