@@ -7,7 +7,8 @@
 //   8  requests pipelined before a CONNECT are answered, in order, before its 200
 //   9  an origin answering 101, or not at all, gets the client a 502 / 504
 //   11 '*' in an --allow host never crosses a dot; bad patterns are usage errors
-// and the limits: --max-connections, --handshake-timeout.
+// and the limits: --max-connections, --handshake-timeout, --fin-timeout, at most 64 requests
+// pipelined ahead of their answers.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
