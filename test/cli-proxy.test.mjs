@@ -152,7 +152,7 @@ test('absolute-URI requests are forwarded (GET, POST hashed, keep-alive)', { ski
   }
 });
 
-test('without --allow: CONNECT only to port 443, forwarding only to port 80 (403)',
+test('without --allow: CONNECT only to port 443, forwarding only to port 80, never to loopback (403)',
   { skip: noCurl, timeout: 60000 }, async () => {
     const proxy = await startCli(['proxy', '--listen', '127.0.0.1:0', ...CERT, '--log', 'json']);
     try {
@@ -165,6 +165,13 @@ test('without --allow: CONNECT only to port 443, forwarding only to port 80 (403
       assert.match(fwd.stdout, /ERR_TLS_SPLICE_PROXY_DENIED.* 403$/s);
       const rec = await proxy.waitForLog((r) => r.event === 'connection' && r.status === 403);
       assert.equal(rec.code, 'ERR_TLS_SPLICE_PROXY_DENIED');
+      // The default ports do not open the proxy's own host: loopback is refused on them too
+      // (more internal addresses in cli-proxy-security.test.mjs).
+      const local = await curl(viaProxy(proxy, '--cacert', CA, '-w', '%{http_connect}',
+        '-o', '/dev/null', 'https://localhost/'));
+      assert.equal(local.stdout, '403');
+      const local80 = await curl(viaProxy(proxy, '-w', ' %{http_code}', 'http://127.0.0.9/'));
+      assert.match(local80.stdout, /internal address.* 403$/s);
     } finally {
       await proxy.kill();
     }
