@@ -16,8 +16,8 @@ import * as tls from 'node:tls';
 
 import { SpliceGroup, createServer } from '../../index';
 import {
-  Command, LIMIT_OPTIONS, Logger, ParsedValues, announceListening, formatAddr, handleSignals,
-  listen, loadTlsFiles, onHandshakeFailure,
+  Command, LIMIT_OPTIONS, Logger, ParsedValues, announceListening, handleSignals,
+  capConnections, listen, loadTlsFiles, onHandshakeFailure,
 } from '../common';
 import { parseConfig } from './config';
 import { createHttpServer, onSecureConnection } from './connection';
@@ -75,14 +75,7 @@ function createTlsServer(ctx: ProxyContext, material: { cert?: Buffer; key?: Buf
     cert: material.cert, key: material.key, ALPNProtocols: ['http/1.1'],
     handshakeTimeout: handshakeTimeoutMs,
   });
-  server.maxConnections = maxConnections;
-  // Over --max-connections Node closes the new connection before any byte is read.
-  server.on('drop', (data?: { remoteAddress?: string; remotePort?: number }) => {
-    ctx.logger.connection({ command: 'proxy', client: formatAddr(data?.remoteAddress,
-      data?.remotePort), bytesFromClient: 0, bytesToClient: 0, durationMs: 0, engine: null,
-    reason: 'refused', code: 'ERR_TLS_SPLICE_MAX_CONNECTIONS',
-    error: `${maxConnections} connections already open (--max-connections)` });
-  });
+  capConnections(server, maxConnections, ctx.logger);
   server.on('connection', (socket: net.Socket) => socket.setNoDelay(true));
   onHandshakeFailure(server, (client, durationMs, err) => {
     ctx.logger.connection({
