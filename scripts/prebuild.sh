@@ -23,7 +23,7 @@ started_by_npm_run_build() {
       *" run build "*|*" run-script build "*) return 0 ;;
       *" run prebuild "*|*" run-script prebuild "*) return 1 ;;
     esac
-    pid=$(awk '{print $4}' "/proc/$pid/stat")
+    pid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status")
   done
   return 1
 }
