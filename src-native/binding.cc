@@ -6,10 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 #include "cipher_suite.h"
 #include "key_schedule.h"
 #include "record_protection.h"
+#include "socket_platform.h"
 #include "fd_poller_binding.h"
 #include "splice_binding.h"
 #include "tun.h"
@@ -300,7 +299,9 @@ Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
     int value = 0;
     socklen_t length = sizeof(value);
     const bool idle = name == "TCP_KEEPIDLE";
-    if (getsockopt(fd, idle ? IPPROTO_TCP : SOL_SOCKET, idle ? TCP_KEEPIDLE : SO_KEEPALIVE, &value,
+    // The keepalive idle time under this system's name for it (TCP_KEEPALIVE on macOS).
+    if (idle && kTcpKeepIdle < 0) return Napi::Number::New(env, 0);
+    if (getsockopt(fd, idle ? IPPROTO_TCP : SOL_SOCKET, idle ? kTcpKeepIdle : SO_KEEPALIVE, &value,
                    &length) != 0) {
       return throw_uv(env, -errno, "getsockopt");
     }
@@ -320,18 +321,14 @@ Napi::Value GetSocketOption(const Napi::CallbackInfo& info) {
 }
 
 // socketSendQueue(fd): the bytes a socket has sent but its peer has not acknowledged yet
-// (SIOCOUTQ), or -1 when the fd cannot say (not a socket). The JS engine waits for 0 before a
+// (SIOCOUTQ; SO_NWRITE on macOS), or -1 when the fd or the system cannot say. The JS engine waits for 0 before a
 // truncation reset: an RST discards whatever is still queued.
 Napi::Value SocketSendQueue(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) {
     return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "socketSendQueue(fd): fd must be a number");
   }
-  int queued = 0;
-  if (ioctl(info[0].As<Napi::Number>().Int32Value(), SIOCOUTQ, &queued) != 0) {
-    return Napi::Number::New(env, -1);
-  }
-  return Napi::Number::New(env, queued);
+  return Napi::Number::New(env, socket_unacked_bytes(info[0].As<Napi::Number>().Int32Value()));
 }
 
 // The JS engine's finTimeout (lib/idle-watch.ts): whether the other end of fd shut its write side

@@ -32,7 +32,11 @@ void IoThread::run(void* arg) {
   IoThread* self = static_cast<IoThread*>(arg);
   // Named for `top -H`, perf and /proc/<pid>/task/*/comm: the splices' CPU is told apart from
   // Node's own threads (all named "node"). At most 15 characters.
+#if defined(__APPLE__)
+  pthread_setname_np(kThreadName);  // Apple's names only the calling thread
+#elif defined(__linux__) || defined(__FreeBSD__)
   pthread_setname_np(pthread_self(), kThreadName);
+#endif
   // Runs until shutdown closes the wakeup handle and every splice has closed its handles.
   uv_run(&self->loop_, UV_RUN_DEFAULT);
 }

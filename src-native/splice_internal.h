@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "record_layer.h"
+#include "socket_platform.h"
 
 namespace tls_splice {
 namespace splice_internal {
@@ -105,12 +106,14 @@ inline void set_tcp_nodelay(int fd, bool enable = true) {
 }
 
 // As libuv's uv_tcp_keepalive() (what net.Socket.setKeepAlive() calls): SO_KEEPALIVE, and when
-// enabling with a delay, TCP_KEEPIDLE.
+// enabling with a delay, the idle time (TCP_KEEPIDLE; TCP_KEEPALIVE on macOS).
 inline void set_tcp_keepalive(int fd, bool enable, int delay_s) {
   if (!is_tcp_socket(fd)) return;
   const int on = enable ? 1 : 0;
   if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0) return;
-  if (enable && delay_s > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &delay_s, sizeof(delay_s));
+  if (enable && delay_s > 0 && kTcpKeepIdle >= 0) {
+    setsockopt(fd, IPPROTO_TCP, kTcpKeepIdle, &delay_s, sizeof(delay_s));
+  }
 }
 
 inline ssize_t retry_eintr_send(int fd, const void* data, size_t length) {

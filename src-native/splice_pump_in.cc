@@ -3,17 +3,13 @@
 #include "splice.h"
 
 #include <errno.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 
-#ifdef __linux__
-#include <linux/sockios.h>
-#endif
-
+#include "socket_platform.h"
 #include "splice_internal.h"
 
 namespace tls_splice {
@@ -287,14 +283,9 @@ void Splice::set_reset_on_close() {
 }
 
 size_t Splice::unacked_at_sink() const {
-#ifdef SIOCOUTQ
-  int queued = 0;
-  if (write_is_socket_ && sink_fd() >= 0 && ioctl(sink_fd(), SIOCOUTQ, &queued) == 0 &&
-      queued > 0) {
-    return static_cast<size_t>(queued);
-  }
-#endif
-  return 0;
+  if (!write_is_socket_ || sink_fd() < 0) return 0;
+  const int queued = socket_unacked_bytes(sink_fd());
+  return queued > 0 ? static_cast<size_t>(queued) : 0;
 }
 
 bool Splice::start_reset_drain(EndReason reason) {

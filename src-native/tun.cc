@@ -2,7 +2,9 @@
 
 #include <errno.h>
 
-#if defined(__linux__)
+#include "platform.h"
+
+#if TLS_SPLICE_LINUX
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -15,7 +17,7 @@
 
 namespace tls_splice {
 
-#if defined(__linux__)
+#if TLS_SPLICE_LINUX
 
 int open_tun(const std::string& name, bool packet_info, int mtu, TunDevice* out_device,
              const char** out_step) {
@@ -59,6 +61,8 @@ int open_tun(const std::string& name, bool packet_info, int mtu, TunDevice* out_
 
 #else
 
+// macOS has no TUN device: its utun is a PF_SYSTEM socket that the caller opens and passes in
+// as an fd (README, "IP packets over TLS").
 int open_tun(const std::string&, bool, int, TunDevice*, const char** out_step) {
   *out_step = "platform";
   return ENOTSUP;
