@@ -8,7 +8,8 @@
 // (length and sha256) and the client exactly what the target sends.
 //
 // Text that cannot turn back into the peer's bytes (invalid UTF-8 decoded to U+FFFD) is refused
-// with ERR_TLS_SPLICE_ENCODING_LOSSY by every engine, and the TLSSocket stays usable. Other
+// with ERR_TLS_SPLICE_ENCODING_LOSSY by every engine, and the TLSSocket stays usable.
+// readPreamble() on such a socket returns the peer's bytes as `rest` (it undoes setEncoding()). Other
 // encodings (utf16le, latin1, hex, base64, base64url) are checked on a plain Readable against
 // random byte strings pushed in random pieces.
 import { test, after } from 'node:test';
@@ -18,7 +19,7 @@ import { Readable } from 'node:stream';
 import tls from 'node:tls';
 import fs from 'node:fs';
 
-import { spliceTo } from '../dist/index.js';
+import { readPreamble, spliceTo } from '../dist/index.js';
 import { encodingHandoverRefusal, revertEncoding } from '../dist/readable-encoding.js';
 import { FIXTURES } from './helpers/peers.mjs';
 import { PrngStream, sha256 } from './helpers/data.mjs';
@@ -174,6 +175,38 @@ for (const engine of ['auto', 'native', 'js']) {
     user.socket.destroy();
   });
 }
+
+test("readPreamble() on a setEncoding('utf8') socket: rest is the peer's bytes, the splice " +
+  'after it exact', { timeout: 120000 }, async () => {
+  const { client, server } = await pair();
+  const pipelined = Buffer.concat([Buffer.from('after ✓ '), Buffer.from([0xff, 0xfe]),
+    EURO.subarray(0, 1)]);
+  await writeRecord(client, Buffer.concat([Buffer.from(`${LINE}\n`), pipelined]));
+  const got = await withTimeout(readPreamble(server), 10000, 'preamble');
+  assert.equal(got.line, LINE);
+  assert.deepEqual(got.rest, pipelined);
+  assert.equal(server.readableEncoding, null);
+  const [spliceFd, testFd] = socketPair();
+  const user = userSide(testFd);
+  const handle = spliceTo(server, spliceFd, { engine: 'native', autoClose: true, head: got.rest });
+  await withTimeout(handle.start(), 20000, 'start');
+  const more = Buffer.concat([EURO.subarray(1), new PrngStream('encoding/more').next(1024 * 1024)]);
+  const toClient = new PrngStream('encoding/preamble-to-client').next(1024 * 1024 + 3);
+  const clientGot = collect(client);
+  client.end(more);
+  await user.write(toClient);
+  const expected = Buffer.concat([pipelined, more]);
+  await user.waitFor(expected.length, 60000);
+  await user.waitForEnd(30000);
+  user.socket.end();
+  const back = await withTimeout(clientGot, 30000, 'client end');
+  assert.equal(user.length, expected.length);
+  assert.equal(sha256(user.received), sha256(expected));
+  assert.equal(back.length, toClient.length);
+  assert.equal(sha256(back), sha256(toClient));
+  const end = await withTimeout(handle.closed, 20000, 'splice end');
+  assert.equal(end.error, undefined, end.error?.message);
+});
 
 // Random byte strings pushed in random pieces through setEncoding(encoding), partly read, then
 // handed over: the rest read back as Buffers is exactly the unread bytes.
