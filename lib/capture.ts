@@ -27,6 +27,7 @@ import {
   kTls13,
   parseEncryptedExtensions,
 } from './hello';
+import { encodingHandoverRefusal, revertEncoding } from './readable-encoding';
 import { releaseTlsState, snapshotSession } from './spent-socket';
 import {
   ContentType, DirectionState, RecordTap, kRecordHeaderLength, spentError, tapOf,
@@ -187,12 +188,10 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld = fal
     throw refuse('ERR_TLS_SPLICE_NO_SECRETS',
       "The logged TLS 1.2 master secret is not 48 bytes; use engine: 'js'");
   }
-  if (tlsSocket.readableEncoding !== null) {
-    // A StringDecoder may hold the first bytes of a character: they could not be handed over.
-    throw refuse('ERR_TLS_SPLICE_INVALID_ARG',
-      'setEncoding() was called on this TLSSocket, so capture could not hand over undecoded ' +
-      "bytes exactly; read Buffers before splicing, or use engine: 'js'");
-  }
+  // setEncoding() was called: the text it holds unread must turn back into the peer's bytes
+  // (readable-encoding.ts), which it cannot after a lossy decode.
+  const lossy = encodingHandoverRefusal(tlsSocket);
+  if (lossy !== null) throw lossy;
   if (socketFd(tap.raw) < 0) {
     throw refuse('ERR_TLS_SPLICE_NO_FD',
       'The socket under this TLS session has no file descriptor (it is not a TCP or IPC ' +
@@ -452,8 +451,9 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   return { session, closeNotifyRead: isCloseNotify(read.last) };
 }
 
-// Takes every byte of cleartext Node decrypted that the user has not read. 'data' listeners are
-// set aside meanwhile: read() emits 'data', and those bytes must not reach the user twice.
+// Takes every byte of cleartext Node decrypted that the user has not read (as Buffers: capture
+// undid setEncoding() first). 'data' listeners are set aside meanwhile: read() emits 'data', and
+// those bytes must not reach the user twice.
 function drainPlaintext(tlsSocket: tls.TLSSocket): Buffer {
   const listeners = tlsSocket.rawListeners('data');
   tlsSocket.removeAllListeners('data');
@@ -613,6 +613,7 @@ async function capture(tlsSocket: tls.TLSSocket, options: CaptureOptions):
     // Irreversible from here on, and synchronous: nothing can run in between. Draining may end
     // the readable side ('end' follows on a later tick; Node's end() then reaches the spent
     // _final).
+    revertEncoding(tlsSocket);
     const plaintext = drainPlaintext(tlsSocket);
     const peerEnded = !readableEndReached(tlsSocket) ? 'none' :
       closeNotifyRead || !tap.eofDelivered ? 'close_notify' : 'eof';

@@ -26,6 +26,7 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_BAD_RECORD'
   | 'ERR_TLS_SPLICE_BAD_HANDSHAKE'
   | 'ERR_TLS_SPLICE_NO_FD'
+  | 'ERR_TLS_SPLICE_ENCODING_LOSSY'
   // Ends of a running splice: the record layer (record_layer.cc) ...
   | 'ERR_TLS_SPLICE_BAD_RECORD_MAC'
   | 'ERR_TLS_SPLICE_RECORD_OVERFLOW'

@@ -308,6 +308,88 @@ export function selfCheck(): void {
   }
 }
 
+// setEncoding() on a Readable (Node 20 readable.js, string_decoder.js): `_readableState.decoder`
+// is the StringDecoder every pushed Buffer goes through, `_readableState.encoding` its encoding,
+// and `_readableState.buffer` then holds the decoded strings (an array read from `bufferIndex`
+// on, or a BufferList in older Node 20 releases). The decoder keeps the first bytes of a
+// character that has not arrived whole: `lastChar` holds them, `lastTotal - lastNeed` says how
+// many (decoder.end() would turn them into U+FFFD instead).
+export interface ReadableDecoding {
+  encoding: string;
+  // What the readable buffer holds, oldest first: strings (a Buffer only if pushed as one).
+  chunks: (string | Buffer)[];
+  // The bytes of an incomplete character the decoder holds, to come after `chunks`.
+  pending: Buffer;
+}
+
+interface DecodingStateFields {
+  decoder?: { lastChar?: unknown; lastNeed?: unknown; lastTotal?: unknown } | null;
+  encoding?: string | null;
+  buffer?: unknown;
+  bufferIndex?: unknown;
+}
+
+function decodingState(stream: Readable): DecodingStateFields | undefined {
+  return (stream as unknown as { _readableState?: DecodingStateFields })._readableState;
+}
+
+function bufferedChunks(state: DecodingStateFields): (string | Buffer)[] {
+  const buffer = state.buffer;
+  if (Array.isArray(buffer)) {
+    const from = typeof state.bufferIndex === 'number' ? state.bufferIndex : 0;
+    return buffer.slice(from) as (string | Buffer)[];
+  }
+  return Array.from(buffer as Iterable<string | Buffer>);
+}
+
+// The setEncoding() state of `stream`, or null when setEncoding() was not called.
+export function readableDecoding(stream: Readable): ReadableDecoding | null {
+  const state = decodingState(stream);
+  const decoder = state?.decoder;
+  if (state === undefined || decoder === undefined || decoder === null) return null;
+  const lastChar = decoder.lastChar as Buffer;
+  const held = (decoder.lastTotal as number) - (decoder.lastNeed as number);
+  return {
+    encoding: state.encoding ?? 'utf8',
+    chunks: bufferedChunks(state),
+    pending: Buffer.from(lastChar.subarray(0, Math.max(0, held))),
+  };
+}
+
+// Undoes setEncoding(): chunks pushed from now on stay Buffers. The caller has emptied the
+// buffer of the strings decoded so far.
+export function clearReadableDecoding(stream: Readable): void {
+  const state = decodingState(stream);
+  if (state === undefined) return;
+  state.decoder = null;
+  state.encoding = null;
+}
+
+// Checks readableDecoding() and clearReadableDecoding() on a Readable of this Node: a character
+// split across pushes, a partial read, and Buffers again after the clear.
+function selfCheckReadableDecoding(): void {
+  const probe = new Readable({ read() {} });
+  probe.setEncoding('utf8');
+  probe.push(Buffer.from('abc\u00e9'));
+  probe.push(Buffer.from('de\u20ac').subarray(0, 4));   // 'de' and two of the euro sign's three bytes
+  probe.read(1);
+  const seen = readableDecoding(probe);
+  const text = seen?.chunks.join('');
+  if (seen === null || seen.encoding !== 'utf8' || text !== 'bc\u00e9de' ||
+      !seen.pending.equals(Buffer.from([0xe2, 0x82]))) {
+    throw unsupported('a Readable\'s setEncoding() state (_readableState.decoder, .encoding, ' +
+      '.buffer, StringDecoder lastChar/lastNeed/lastTotal) is not where tls-splice reads it');
+  }
+  probe.read(probe.readableLength);
+  clearReadableDecoding(probe);
+  probe.push(Buffer.from([0xac]));
+  if (probe.readableEncoding !== null || !Buffer.isBuffer(probe.read())) {
+    throw unsupported('clearing _readableState.decoder and .encoding does not undo setEncoding()');
+  }
+  probe.destroy();
+}
+
 function noop(): void {}
 
 selfCheck();
+selfCheckReadableDecoding();

@@ -24,6 +24,7 @@ import {
 import {
   beforeTransportEof, keepWritableAfterEnd, readableEndReached, socketFd, writeCallbackProvesWrite,
 } from './internals';
+import { encodingHandoverRefusal, revertEncoding } from './readable-encoding';
 import { tapOf } from './tap';
 import type { ResolvedTarget, SpliceDirection } from './target';
 
@@ -309,6 +310,9 @@ export class JsEngine implements Engine {
   ) {}
 
   start(): void {
+    // Before anything is taken: a refusal leaves the TLSSocket as it was.
+    const lossy = encodingHandoverRefusal(this.tlsSocket);
+    if (lossy !== null) throw lossy;
     this.takeFds();
     try {
       this.startPumps();
@@ -343,6 +347,8 @@ export class JsEngine implements Engine {
     // user had would otherwise see every chunk a second time.
     tlsSocket.removeAllListeners('data');
     tlsSocket.removeAllListeners('readable');
+    // After setEncoding(), 'data' would bring text: the peer's bytes are what the target gets.
+    revertEncoding(tlsSocket);
     if (direction !== 'out') {
       this.sink = this.makeSink();
       if (this.options.head && this.options.head.length) {

@@ -8,7 +8,8 @@
 // spliceTo() as `head` and the target sees exactly the bytes that followed the preamble. What
 // Node decrypted beyond `rest` stays buffered in the socket, where capture takes it (after
 // `head`). None of our listeners stay on the stream: nothing reads it until you do (spliceTo(),
-// a 'data' listener, resume()).
+// a 'data' listener, resume()). On a stream with setEncoding() it undoes that first (its decoded
+// text could not give `rest` exactly): the stream delivers Buffers from then on.
 //
 // A peer may send its preamble and close its side at once (a one-shot request, an announcement
 // followed by EOF). Reading never goes past the bytes buffered, so an EOF that came with the
@@ -21,6 +22,7 @@
 import type { Readable } from 'node:stream';
 
 import { SpliceError, invalidArg } from './errors';
+import { encodingHandoverRefusal, revertEncoding } from './readable-encoding';
 
 export type PreambleKind = 'line' | 'http';
 
@@ -181,6 +183,7 @@ export function parseHttpRequestHead(head: Buffer): HttpRequestHead {
  * bytes read past it (`rest`, for spliceTo()'s `head`). Rejects with a coded SpliceError:
  * ERR_TLS_SPLICE_PREAMBLE_TOO_LARGE, ERR_TLS_SPLICE_PREAMBLE_TRUNCATED (the stream ended first),
  * ERR_TLS_SPLICE_PREAMBLE_TIMEOUT, ERR_TLS_SPLICE_BAD_PREAMBLE (a malformed HTTP head), ABORT_ERR,
+ * ERR_TLS_SPLICE_ENCODING_LOSSY (setEncoding() text that cannot turn back into the peer's bytes),
  * or the stream's own error.
  */
 export function readPreamble(stream: Readable, options: ReadPreambleOptions & { kind: 'http' }):
@@ -220,6 +223,11 @@ export function readPreamble(stream: Readable, options: ReadPreambleOptions = {}
     return Promise.reject(preambleError('ERR_TLS_SPLICE_PREAMBLE_TRUNCATED',
       'The stream has already ended, so it has no preamble to read.', 0));
   }
+  // The preamble and `rest` are the peer's bytes: a setEncoding() on the stream is undone (its
+  // decoded text would make `rest` differ from what the peer sent).
+  const lossy = encodingHandoverRefusal(stream);
+  if (lossy !== null) return Promise.reject(lossy);
+  revertEncoding(stream);
 
   return new Promise<Preamble>((resolve, reject) => {
     let data: Buffer = Buffer.alloc(0);
@@ -290,6 +298,7 @@ export function readPreamble(stream: Readable, options: ReadPreambleOptions = {}
       while (stream.readableLength > 0) {
         const chunk = stream.read(stream.readableLength) as Buffer | string | null;
         if (chunk === null) break;
+        // A string only if setEncoding() is called again while the preamble is read.
         const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
         data = data.length === 0 ? bytes : Buffer.concat([data, bytes]);
         if (scan()) return;

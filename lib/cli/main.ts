@@ -1,8 +1,13 @@
 // tls-splice <command> [flags]: dispatch, --help, and exit codes.
 //
-// Exit codes: 0 after a signal-driven shutdown; 1 when the command cannot run (an unreadable
+// `tls-splice --version` prints the package's version; `tls-splice help [COMMAND]` is the same as
+// `tls-splice --help` / `tls-splice COMMAND --help`.
+//
+// Exit codes: 0 after a signal-driven shutdown (and after --version or help); 1 when the command cannot run (an unreadable
 // certificate, an address in use: the message names the file or address); 2 for a bad command
 // line (a usage line follows the message).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
@@ -33,9 +38,15 @@ function loadCommand(name: string): Command | undefined {
   }
 }
 
+// The version in the package's own package.json (dist/cli/ -> the package root).
+function packageVersion(): string {
+  const file = path.join(__dirname, '..', '..', 'package.json');
+  return (JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string }).version;
+}
+
 function globalHelp(): string {
-  const lines = ['Usage: tls-splice <command> [flags]   (tls-splice <command> --help for more)', '',
-    'Commands:'];
+  const lines = ['Usage: tls-splice <command> [flags]   (tls-splice <command> --help for more)',
+    '       tls-splice help [<command>] | --version', '', 'Commands:'];
   for (const name of Object.keys(COMMANDS)) {
     const command = loadCommand(name);
     if (command !== undefined) lines.push(`  ${name.padEnd(10)} ${command.summary}`);
@@ -52,6 +63,12 @@ function usageLine(name: string, command: Command): string {
 
 /** Runs the command line; resolves with an exit code only when the command failed to start. */
 export async function main(argv: string[]): Promise<number | undefined> {
+  if (argv[0] === '--version') {
+    process.stdout.write(`${packageVersion()}\n`);
+    return 0;
+  }
+  // `help COMMAND` is `COMMAND --help`.
+  if (argv[0] === 'help' && argv.length > 1) return main([argv[1], '--help']);
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(globalHelp());
