@@ -2,7 +2,8 @@
 // public client -> relay --public | relay --agents <= mTLS link <= agent -> backend (--to).
 // 100 MB each way hashed, 50 concurrent short connections, a half-close carried through, mTLS
 // refusals, the relay restarting under a running agent, the queue timeout, and the agent killed
-// mid-transfer reaching the public client as a reset.
+// mid-transfer reaching the public client as a reset; then every relay's log lines (one record
+// per line, no [object Object]). Limits and hostile agents: cli-relay-limits.test.mjs.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -109,10 +110,14 @@ function agentsAddr(relay) {
   return relay.lines.map((l) => /^agents (\S+)$/.exec(l)).find(Boolean)[1];
 }
 
+// Every relay the scenarios started, for the last test's look at their log lines.
+const relays = [];
+
 async function startRelay(extra = [], { agents = '127.0.0.1:0', pub = '127.0.0.1:0' } = {}) {
   const relay = await startCli(['relay', '--agents', agents, '--public', pub, ...RELAY_TLS,
     '--log', 'json', ...extra]);
   relay.agents = agentsAddr(relay);
+  relays.push(relay);
   return relay;
 }
 
@@ -467,4 +472,26 @@ test('agent --proxy-protocol v1 / v2: the backend learns the public client\'s ad
       }
       client.destroy();
     }
+  });
+
+// Issue 17, item 10: an object stringified into a log line, and OpenSSL's error text (which can
+// end in a newline) making blank lines in text mode. Every line of every relay above: a JSON
+// record whose strings are single lines without [object Object].
+test('the relays of the scenarios above logged one record per line, none with [object Object]',
+  { timeout: 10000 }, () => {
+    assert.ok(relays.length >= 8, `${relays.length} relays`);
+    let records = 0;
+    for (const relay of relays) {
+      for (const line of relay.stderr.split('\n').slice(0, -1)) {
+        assert.doesNotMatch(line, /\[object Object\]/);
+        const record = JSON.parse(line);
+        records += 1;
+        for (const [key, value] of Object.entries(record)) {
+          if (typeof value === 'string') {
+            assert.doesNotMatch(value, /\n|\s$/, `${key} of ${line}`);
+          }
+        }
+      }
+    }
+    assert.ok(records > relays.length, `${records} records`);
   });
