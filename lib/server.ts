@@ -76,6 +76,23 @@ export class SpliceServer extends tls.Server {
     pendingCounts.set(this, () => this.#pending.size);
   }
 
+  // Node's handshakeTimeout (default 120 s) only reports ERR_TLS_HANDSHAKE_TIMEOUT through
+  // 'tlsClientError' and leaves the connection open (Node 20 does so whether or not anybody
+  // listens), so a peer that connects and never finishes its handshake would hold a socket and
+  // its tap for good. The listeners see the error and the socket first; then it is destroyed,
+  // whatever they did (or if one threw).
+  override emit(event: string | symbol, ...args: any[]): boolean {
+    if (event !== 'tlsClientError' ||
+        (args[0] as NodeJS.ErrnoException | undefined)?.code !== 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+      return super.emit(event, ...args);
+    }
+    try {
+      return super.emit(event, ...args);
+    } finally {
+      (args[1] as tls.TLSSocket | undefined)?.destroy();
+    }
+  }
+
   #register(tap: RecordTap): void {
     const random = tap.clientHello!.random.toString('hex');
     const entry = this.#pending.get(random);
