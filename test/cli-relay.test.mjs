@@ -355,12 +355,17 @@ test('SIGTERM: the relay drains a live tunnel (the client gets its bytes and an 
 
 test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate exits 1 naming it',
   { timeout: 60000 }, async () => {
-    for (const [name, flag] of [['proxy', '--allow'], ['relay', '--queue-timeout'],
-      ['agent', '--pool']]) {
+    for (const [name, flags] of [['proxy', ['--allow']],
+      ['relay', ['--queue-timeout', '--max-connections', '--handshake-timeout', '--idle-timeout',
+        '--fin-timeout']],
+      ['agent', ['--pool', '--max-links', '--idle-timeout', '--fin-timeout']]]) {
       const help = await runCli([name, '--help']);
       assert.equal(help.code, 0);
       assert.match(help.stdout, new RegExp(`Usage: tls-splice ${name} `));
-      assert.ok(help.stdout.includes(flag), `${name} --help mentions ${flag}`);
+      for (const flag of flags) {
+        assert.match(help.stdout, new RegExp(`^  ${flag} .*\\(default`, 'm'),
+          `${name} --help documents ${flag} and its default`);
+      }
     }
     const missing = await runCli(['relay', '--agents', '127.0.0.1:0']);
     assert.equal(missing.code, 2);
@@ -373,6 +378,14 @@ test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate e
     const badPool = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
       ...AGENT_TLS, '--pool', '0']);
     assert.equal(badPool.code, 2);
+    const badLinks = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
+      ...AGENT_TLS, '--max-links', '0']);
+    assert.equal(badLinks.code, 2);
+    assert.match(badLinks.stderr, /--max-links: "0" is not a positive integer/);
+    const badMax = await runCli(['relay', '--agents', '127.0.0.1:0', '--public', '127.0.0.1:0',
+      ...RELAY_TLS, '--max-connections', 'many']);
+    assert.equal(badMax.code, 2);
+    assert.match(badMax.stderr, /--max-connections: "many" is not a positive integer/);
     const badProxy = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
       ...AGENT_TLS, '--proxy-protocol', 'v3']);
     assert.equal(badProxy.code, 2);

@@ -53,17 +53,17 @@ Flags:
   --ca FILE              the CA that signed the relay's certificate (replaces the system roots)
   --servername NAME      the name to verify in the relay's certificate (default: the --relay host)
   --pool N               idle links kept open (default ${DEFAULT_POOL}; at most --max-links)
-  --max-links N          links to the relay at most, idle and busy (default ${DEFAULT_MAX_LINKS}): so also
-                         the most connections to --to at once. Public clients beyond them wait
-                         at the relay (its --queue-timeout) and are then reset there
+  --max-links N          links to the relay at most (default ${DEFAULT_MAX_LINKS}), idle and busy: so
+                         also the most connections to --to at once. Public clients beyond
+                         them wait at the relay (its --queue-timeout), then are reset there
   --proxy-protocol v1|v2 send --to a PROXY header with the public client's address (and the
                          relay's public address it connected to) before its bytes
   --dial-timeout SECONDS give up on --to after this long (default 10; the client is reset)
   --max-backoff SECONDS  the longest wait between reconnection attempts (default 5)
-  --idle-timeout SECONDS a spliced client with no byte either way for this long is ended
-                         (default ${DEFAULT_LIMITS.idleTimeoutMs / 1000})
-  --fin-timeout SECONDS  once one direction has ended, the other gets this long without a
-                         byte before the splice ends (default ${DEFAULT_LIMITS.finTimeoutMs / 1000})
+  --idle-timeout SECONDS (default ${DEFAULT_LIMITS.idleTimeoutMs / 1000}) a spliced client with no byte either
+                         way for this long is ended (end=idle)
+  --fin-timeout SECONDS  (default ${DEFAULT_LIMITS.finTimeoutMs / 1000}) once one direction of a splice has
+                         ended, the other gets this long without a byte before it ends
 Prints "connected ADDR" on stdout once the first link is up.
 
 Example:

@@ -119,7 +119,7 @@ export function parseAnnouncement(line: string): Announcement {
   return { client, source, destination };
 }
 
-/** The agent's code reaches the relay's log: anything but CODE_SHAPE becomes LINK_PROTOCOL_ERROR. */
+/** The agent's code reaches the relay's log: unless it is CODE_SHAPE, LINK_PROTOCOL_ERROR. */
 export function parseAnswer(line: string): Answer {
   const parsed = parseObject(line, 'answer');
   if (parsed.ok === true) return { ok: true };

@@ -53,15 +53,15 @@ Flags:
   --queue-timeout SECONDS  how long a public client waits for an idle link (default 10; then
                          it is reset, code=ERR_TLS_SPLICE_NO_AGENT)
   --max-queue N          public clients waiting at most (default 1024; more are reset at once)
-  --max-connections N    public clients at once, waiting or spliced (default
-                         ${DEFAULT_LIMITS.maxConnections}); one more is closed at once and logged
-                         with code=ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS
-  --handshake-timeout SECONDS  a TLS handshake on --agents not done by then is closed
-                         (default ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000})
-  --idle-timeout SECONDS a spliced client with no byte either way for this long is ended
-                         (default ${DEFAULT_LIMITS.idleTimeoutMs / 1000})
-  --fin-timeout SECONDS  once one direction has ended, the other gets this long without a
-                         byte before the splice ends (default ${DEFAULT_LIMITS.finTimeoutMs / 1000})
+  --max-connections N    public clients at once (default ${DEFAULT_LIMITS.maxConnections}), waiting or
+                         spliced; one more is closed at once and logged with
+                         code=ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS
+  --handshake-timeout SECONDS  (default ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000}) a TLS handshake on --agents not
+                         done by then is closed (code=ERR_TLS_HANDSHAKE_TIMEOUT)
+  --idle-timeout SECONDS (default ${DEFAULT_LIMITS.idleTimeoutMs / 1000}) a spliced client with no byte either
+                         way for this long is ended (end=idle)
+  --fin-timeout SECONDS  (default ${DEFAULT_LIMITS.finTimeoutMs / 1000}) once one direction of a splice has
+                         ended, the other gets this long without a byte before it ends
 Prints "agents ADDR", then "listening ADDR" (the public address) on stdout.
 A link that ends without close_notify (agent killed) resets its public client. An agent bounds
 its own links (agent --max-links): clients beyond them wait in the queue above.
