@@ -355,7 +355,11 @@ test('SIGTERM: the relay drains a live tunnel (the client gets its bytes and an 
 
 test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate exits 1 naming it',
   { timeout: 60000 }, async () => {
-    for (const [name, flags] of [['proxy', ['--allow']],
+    const proxyHelp = await runCli(['proxy', '--help']);
+    assert.equal(proxyHelp.code, 0);
+    assert.match(proxyHelp.stdout, /Usage: tls-splice proxy /);
+    assert.ok(proxyHelp.stdout.includes('--allow'), 'proxy --help mentions --allow');
+    for (const [name, flags] of [
       ['relay', ['--queue-timeout', '--max-connections', '--handshake-timeout', '--idle-timeout',
         '--fin-timeout']],
       ['agent', ['--pool', '--max-links', '--idle-timeout', '--fin-timeout']]]) {

@@ -20,7 +20,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 
-import { SpliceGroup, createServer, spliceTo } from '../index';
+import { SpliceGroup, SpliceServer, createServer, spliceTo } from '../index';
 import type { SpliceEnd, SpliceHandle } from '../index';
 import {
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_LIMITS, LIMIT_OPTIONS, Limits, Logger,
@@ -139,7 +139,7 @@ class Relay {
   readonly group = new SpliceGroup();
   /** Idle links and waiting clients: destroyed at shutdown. */
   readonly pending = new Set<net.Socket>();
-  readonly agentServer: ReturnType<typeof createServer>;
+  readonly agentServer: SpliceServer;
   readonly publicServer: net.Server;
   readonly #idle: IdleLink[] = [];
   readonly #queue: PublicClient[] = [];
@@ -153,7 +153,7 @@ class Relay {
   // -------------------------------------------------------------------------------------------
   // The agent side: handshakes, then idle links.
 
-  #createAgentServer(material: TlsMaterial): ReturnType<typeof createServer> {
+  #createAgentServer(material: TlsMaterial): SpliceServer {
     const server = createServer({
       cert: material.cert, key: material.key, ca: material.ca,
       requestCert: true, rejectUnauthorized: true,
