@@ -260,3 +260,26 @@ test('a stalled TCP connection to --agents is closed after --handshake-timeout, 
     await sleep(500);
     assert.equal(relay.records.filter((r) => r.client === client).length, 1, 'logged once');
   });
+
+test('agent --max-links 1, backend refusing: each client is reset with ECONNREFUSED, and the ' +
+  'refused link is given back', { timeout: 60000 }, async () => {
+  const closed = net.createServer();
+  await new Promise((r) => closed.listen(0, '127.0.0.1', r));
+  const deadPort = closed.address().port;
+  await new Promise((r) => closed.close(r));
+  const relay = await startRelay(['--queue-timeout', '20']);
+  const agent = await startAgent(relay, deadPort, ['--max-links', '1']);
+  for (let i = 0; i < 3; i++) {
+    const client = connectPublic(relay.port);
+    await client.connected;
+    assert.equal(await withTimeout(client.ended, 30000, `client ${i} reset`), 'ECONNRESET');
+    await until(() => relay.records.filter((r) => r.event === 'connection' &&
+      r.reason === 'refused').length === i + 1, 20000, `refusal ${i} logged`);
+  }
+  const refusals = relay.records.filter((r) => r.event === 'connection');
+  assert.deepEqual(refusals.map((r) => r.code), ['ECONNREFUSED', 'ECONNREFUSED', 'ECONNREFUSED']);
+  const failed = agent.records.filter((r) => r.event === 'connection' && r.reason === 'failed');
+  assert.equal(failed.length, 3);
+  assert.equal(failed[0].code, 'ECONNREFUSED');
+  assert.equal(failed[0].client, refusals[0].client, 'the agent names the announced client');
+});

@@ -23,7 +23,7 @@ import {
   spliceConnection, stringFlag,
 } from './common';
 import type { TlsMaterial } from './common';
-import { encodeAnswer, readAnnouncement, readGreeting } from './link';
+import { LINK_PROTOCOL_ERROR, encodeAnswer, readAnnouncement, readGreeting } from './link';
 import type { Announcement } from './link';
 
 const FIRST_BACKOFF_MS = 100;
@@ -242,7 +242,7 @@ class Agent {
       this.idle.delete(link);
       link.destroy();
       const code = (err as { code?: unknown }).code;
-      if (code === 'ERR_TLS_SPLICE_LINK_PROTOCOL') {
+      if (code === LINK_PROTOCOL_ERROR) {
         this.logger.error('agent: the relay sent a line that is not an announcement; ' +
           'closing the link', err);
         this.fill();
@@ -267,24 +267,18 @@ class Agent {
   async #serveClient(link: tls.TLSSocket, announcement: Announcement, rest: Buffer):
   Promise<void> {
     const startedAt = Date.now();
-    const { client } = announcement;
     const refused = (reason: string, code: string, error: string) => {
-      this.logger.connection({ command: 'agent', client, backend: this.#toName,
-        bytesFromClient: 0, bytesToClient: 0, durationMs: Date.now() - startedAt, engine: null,
-        reason, code, error });
+      this.logger.connection({ command: 'agent', client: announcement.client,
+        backend: this.#toName, bytesFromClient: 0, bytesToClient: 0,
+        durationMs: Date.now() - startedAt, engine: null, reason, code, error });
     };
     let backend: net.Socket;
     try {
       backend = await dial(this.config.to, this.config.dialTimeoutMs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_DIAL';
-      // The relay resets the public client.
-      link.end(encodeAnswer({ ok: false, code }));
-      const linger = setTimeout(() => link.destroy(), REFUSED_LINK_LINGER_MS);
       refused('failed', code, (err as Error).message);
-      // The link counts against --max-links until it is closed.
-      if (!link.destroyed) await new Promise((resolve) => link.once('close', resolve));
-      clearTimeout(linger);
+      await this.#answerRefusal(link, code);
       return;
     }
     if (link.destroyed || this.stopping) {
@@ -295,16 +289,30 @@ class Agent {
         'the link closed while the backend was dialled');
       return;
     }
+    // The answer, then the splice at once: capture holds the link before any new record.
+    link.write(encodeAnswer({ ok: true }));
+    await this.#splice(link, backend, announcement, rest, startedAt);
+  }
+
+  // The relay resets the public client and closes the link; the link counts against
+  // --max-links until it is closed.
+  async #answerRefusal(link: tls.TLSSocket, code: string): Promise<void> {
+    link.end(encodeAnswer({ ok: false, code }));
+    const linger = setTimeout(() => link.destroy(), REFUSED_LINK_LINGER_MS);
+    if (!link.destroyed) await new Promise((resolve) => link.once('close', resolve));
+    clearTimeout(linger);
+  }
+
+  async #splice(link: tls.TLSSocket, backend: net.Socket, announcement: Announcement,
+    rest: Buffer, startedAt: number): Promise<void> {
     // A relay that did not send addresses gets the header's "unknown" form.
     const { proxyProtocol, limits } = this.config;
     const head = proxyProtocol === undefined ? rest : Buffer.concat([
       proxyProtocolHeader(proxyProtocol, { source: announcement.source,
         destination: announcement.destination }), rest]);
-    // The answer, then the splice at once: capture holds the link before any new record.
-    link.write(encodeAnswer({ ok: true }));
     try {
       const handle = await spliceConnection(link, backend, {
-        command: 'agent', group: this.group, logger: this.logger, client,
+        command: 'agent', group: this.group, logger: this.logger, client: announcement.client,
         backend: this.#toName, startedAt, head,
         // A truncated link must not end the backend cleanly (spliceConnection's default too).
         splice: { onTruncation: 'reset', idleTimeout: limits.idleTimeoutMs,
