@@ -16,6 +16,7 @@
         "src-native/splice.cc",
         "src-native/splice_pump_in.cc",
         "src-native/splice_pump_out.cc",
+        "src-native/splice_idle.cc",
         "src-native/io_thread.cc",
         "src-native/splice_binding.cc",
         "src-native/fd_poller_binding.cc",

@@ -58,6 +58,8 @@ export interface NativeBinding {
   closeFd(fd: number): void;
   // SIOCOUTQ: bytes sent but not acknowledged by the peer; -1 for an fd that is not a socket.
   socketSendQueue(fd: number): number;
+  // poll(2) POLLRDHUP/POLLHUP: the other end shut its write side, even with bytes unread.
+  hangupPending(fd: number): boolean;
   // Readiness of an fd on Node's loop (JS engine: character devices). Throws EPERM when epoll
   // cannot watch the fd (a regular file, /dev/null). Events: 1 readable, 2 writable.
   FdPoller: new (fd: number, callback: (status: number, events: number) => void) => FdPoller;

@@ -20,8 +20,11 @@ export interface SpliceStats {
   ciphertextOut: number;  // bytes written to TCP (native engine only)
 }
 
+// 'idle': an inactivity limit (idleTimeout / finTimeout) ended the splice.
+export type EndReason = 'end' | 'stopped' | 'aborted' | 'error' | 'idle';
+
 export interface EngineEndInfo {
-  reason: 'end' | 'stopped' | 'aborted' | 'error';
+  reason: EndReason;
   code?: string;
   detail?: string;
   errno?: number;

@@ -17,6 +17,7 @@ import * as util from 'node:util';
 import { binding, FdPoller } from './binding';
 import { OwnedFd, PolledFdReader, WRITABLE, pollError, whenAcknowledged } from './fd-io';
 import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
+import { IdleLimits, IdleWatch, hangupPending } from './idle-watch';
 import {
   FramingOptions, PACKET_INFO_LENGTH, checkOutgoingPacket, cutPacket, packetInfoHeader,
 } from './framing';
@@ -38,7 +39,14 @@ export interface JsEngineOptions {
   // end on as after a close_notify; 'reset' does not end the target's write side and closes a TCP
   // target with a reset (RST), so that a plain backend can tell a cut stream from a whole one.
   onTruncation?: TruncationPolicy;
+  // Inactivity limits in milliseconds, 0 (default) for none: see lib/idle-watch.ts.
+  idleTimeout?: number;
+  finTimeout?: number;
 }
+
+// An idle end: how long close_notify, the target's end and the peer's FIN may take before the
+// splice closes anyway (as natively: src-native/splice_internal.h kIdleEndMaxMs).
+const IDLE_END_MAX_MS = 3000;
 
 // How the peer's side ended, as far as the engine can know (docs/ENGINE-CONTRACT.md).
 type PeerClose = 'close_notify' | 'eof' | 'unknown';
@@ -285,6 +293,13 @@ export class JsEngine implements Engine {
   private partialRecordAtEof = 0;
   private unwatchTransport: (() => void) | null = null;
   private readonly onTlsData = (chunk: Buffer) => this.deliverIn(chunk);
+  // Inactivity limits: bytes read from each side (the counters count what each side took).
+  private readIn = 0;
+  private readOut = 0;
+  private sourceEnded = false;
+  private idleWatch: IdleWatch | null = null;
+  private idleEnding = false;
+  private idleEndTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly tlsSocket: tls.TLSSocket,
@@ -348,11 +363,82 @@ export class JsEngine implements Engine {
       shared = this.ownedSockets.find((s) => s.readable) ?? null;
       this.source = shared ?? this.makeSource();
       this.source.on('data', (chunk: Buffer) => this.deliverOut(chunk));
-      this.source.on('end', () => this.endOut());
+      this.source.on('end', () => {
+        this.sourceEnded = true;
+        this.endOut();
+      });
       this.source.on('error', (err: Error) => this.fail(err));
       this.source.resume();
     }
     tlsSocket.resume();
+    this.watchIdle();
+  }
+
+  private watchIdle(): void {
+    const limits: IdleLimits = {
+      idleTimeout: this.options.idleTimeout ?? 0, finTimeout: this.options.finTimeout ?? 0,
+    };
+    if (!IdleWatch.wanted(limits)) return;
+    this.idleWatch = new IdleWatch(limits, {
+      progress: () => this.readIn + this.readOut + this.counters.bytesIn + this.counters.bytesOut +
+        (this.peerEnded ? 1 : 0) + (this.sourceEnded ? 1 : 0),
+      sideEnded: () => this.peerEnded || this.sourceEnded || this.hangupPending(),
+      expired: () => this.endIdle(),
+    });
+    this.idleWatch.start();
+  }
+
+  // A FIN waiting unread behind bytes the other side does not take: from the peer (on the TLS
+  // connection's TCP socket) or from the target (its socket or pipe).
+  private hangupPending(): boolean {
+    const tap = tapOf(this.tlsSocket);
+    const tlsHandle = (this.tlsSocket as unknown as { _handle?: { _parent?: { fd?: unknown } } })
+      ._handle;
+    const tcpFd = tap ? socketFd(tap.raw) : tlsHandle?._parent?.fd;
+    if (typeof tcpFd === 'number' && hangupPending(tcpFd)) return true;
+    if (this.options.direction === 'in') return false;
+    const t = this.target;
+    const readFd = t.socket ? socketFd(t.socket) : this.readOwned?.fd ?? -1;
+    return hangupPending(readFd);
+  }
+
+  // A limit was reached: as a graceful stop (nothing more is read, what was read is delivered,
+  // close_notify), and the target gets its end too; bounded by IDLE_END_MAX_MS, after which what
+  // did not go out is counted undelivered.
+  private endIdle(): void {
+    if (this.closed || this.idleEnding) return;
+    this.idleEnding = true;
+    debug('js engine: idle limit reached, ending the splice');
+    this.idleEndTimer = setTimeout(() => this.close(this.idleEndInfo()), IDLE_END_MAX_MS);
+    this.idleEndTimer.unref();
+    this.stopping = true;
+    this.tlsSocket.pause();
+    this.tlsSocket.removeListener('data', this.onTlsData);
+    if (this.source) this.source.pause();
+    if (this.sink && !this.inDone) {
+      this.sink.end((err) => {
+        if (err || this.closed) return;
+        this.inDone = true;
+        this.closeSeparateWriteSide();
+        this.maybeClose();
+      });
+    } else {
+      this.inDone = true;
+    }
+    if (!this.outDone && !this.endingOut) {
+      this.endingOut = true;
+      this.whenPacketsWritten(() => this.tlsSocket.end(() => {
+        this.outDone = true;
+        this.maybeClose();
+      }));
+    }
+  }
+
+  private idleEndInfo(): EngineEndInfo {
+    return endInfo('idle', this.endFlags({
+      undeliveredIn: this.sink ? this.sink.pending() + this.pendingPackets.length : 0,
+      undeliveredOut: this.unsentOut(),
+    }));
   }
 
   stats(): SpliceStats {
@@ -531,6 +617,7 @@ export class JsEngine implements Engine {
   private deliverIn(chunk: Buffer): void {
     const sink = this.sink;
     if (!sink) return;
+    this.readIn += chunk.length;
     const framing = this.options.framing;
     let ok = true;
     if (framing.framing === 'stream') {
@@ -633,6 +720,7 @@ export class JsEngine implements Engine {
   }
 
   private deliverOut(chunk: Buffer): void {
+    this.readOut += chunk.length;
     const framing = this.options.framing;
     let ok: boolean;
     if (framing.framing === 'stream') {
@@ -730,7 +818,8 @@ export class JsEngine implements Engine {
 
   private maybeClose(): void {
     if (this.inDone && this.outDone) {
-      this.close(endInfo(this.stopping ? 'stopped' : 'end', this.endFlags()));
+      this.close(endInfo(this.idleEnding ? 'idle' : this.stopping ? 'stopped' : 'end',
+        this.endFlags()));
     }
   }
 
@@ -746,6 +835,13 @@ export class JsEngine implements Engine {
 
   private fail(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed) return;
+    // Ending idle, a side that is gone (EPIPE, ECONNRESET, a closed TLS connection) only means
+    // what it did not take stays undelivered.
+    if (this.idleEnding) {
+      debug('js engine: idle end: %s', (err as NodeJS.ErrnoException).code ?? err.message);
+      this.close(this.idleEndInfo());
+      return;
+    }
     const code = (err as NodeJS.ErrnoException).code ?? 'ERR_TLS_SPLICE_INTERNAL';
     // A TCP end inside a record is a truncation: under 'reset' the target is reset, not closed
     // with a FIN (as natively, and as for a truncation at a record boundary).
@@ -767,10 +863,13 @@ export class JsEngine implements Engine {
   private close(info: EngineEndInfo, resetTarget = false): void {
     if (this.closed) return;
     this.closed = true;
+    this.idleWatch?.stop();
+    if (this.idleEndTimer !== null) clearTimeout(this.idleEndTimer);
     this.unwatchTransport?.();
     this.tlsSocket.removeListener('data', this.onTlsData);
     this.tlsSocket.on('error', noop);
-    if (!resetTarget && (info.reason === 'end' || info.reason === 'stopped')) {
+    if (!resetTarget && (info.reason === 'end' || info.reason === 'stopped' ||
+      (info.reason === 'idle' && this.outDone))) {
       this.tlsSocket.destroySoon();
     } else {
       this.tlsSocket.destroy();

@@ -25,7 +25,9 @@ import {
   CapturedSession, EndHold, captureSession, holdEnd, releaseSpentSocket,
 } from './capture';
 import { PendingTarget, dial, targetError, waitForTarget } from './dial';
-import { Engine, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo } from './engine';
+import {
+  Engine, EndReason, EngineEndInfo, EngineEvents, SpliceStats, emptyStats, endInfo,
+} from './engine';
 import { HINTS } from './error-hints';
 import { SpliceError, invalidArg } from './errors';
 import { Framing, FramingOptions, PacketInfoKind } from './framing';
@@ -77,9 +79,16 @@ export interface SpliceOptions {
   onTruncation?: TruncationMode;
   /** TCP_NODELAY on a socket target (and on a dialled one). Default true. */
   noDelay?: boolean;
-  /** Milliseconds with no byte either way after which the splice ends with reason 'idle'. */
+  /**
+   * Milliseconds with no progress either way (no byte read from the peer or the target, none
+   * taken by either) after which the splice ends with reason 'idle': close_notify to the peer, an
+   * end (FIN) to the target, within a bounded time. Default: none.
+   */
   idleTimeout?: number;
-  /** Milliseconds, once one direction has ended, without a byte the other way before it ends. */
+  /**
+   * As idleTimeout, once one side has ended (the peer's close_notify or FIN, or the target's EOF,
+   * also while it waits unread behind bytes the other side does not take). Default: none.
+   */
   finTimeout?: number;
 }
 
@@ -91,7 +100,8 @@ export interface StopOptions {
 }
 
 export interface SpliceEnd {
-  reason: 'end' | 'stopped' | 'aborted' | 'error';
+  /** 'idle': idleTimeout or finTimeout ended it. */
+  reason: EndReason;
   error?: SpliceError;
   engine: 'native' | 'js' | null;
   closeNotifyReceived: boolean;
@@ -149,6 +159,23 @@ interface ResolvedOptions {
   keyUpdateAfterRecords: number;
   onTruncation: TruncationMode;
   noDelay: boolean;
+  // Whole milliseconds, 0 for none.
+  idleTimeout: number;
+  finTimeout: number;
+}
+
+// The longest timeout accepted: setTimeout's (about 24.8 days), which the JS engine uses.
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+// A positive number of milliseconds, rounded up to a whole one; 0 when not given.
+function timeoutOption(name: string, value: unknown): number {
+  if (value === undefined) return 0;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 ||
+    value > MAX_TIMEOUT_MS) {
+    throw invalidArg(`options.${name}`, `a positive number of milliseconds up to ${MAX_TIMEOUT_MS}`,
+      value);
+  }
+  return Math.ceil(value);
 }
 
 function resolveOptions(options: SpliceOptions): ResolvedOptions {
@@ -213,9 +240,12 @@ function resolveOptions(options: SpliceOptions): ResolvedOptions {
   }
   const noDelay = options.noDelay ?? true;
   if (typeof noDelay !== 'boolean') throw invalidArg('options.noDelay', 'a boolean', noDelay);
+  const idleTimeout = timeoutOption('idleTimeout', options.idleTimeout);
+  const finTimeout = timeoutOption('finTimeout', options.finTimeout);
   return {
     direction, autoClose: options.autoClose === true, head, engine, signal,
     framing: { framing, packetInfo, maxPacketSize }, keyUpdateAfterRecords, onTruncation, noDelay,
+    idleTimeout, finTimeout,
   };
 }
 
@@ -452,7 +482,8 @@ export class SpliceHandle extends EventEmitter {
     if (options.autoClose) adoptUserFds(target);
     const jsOptions: JsEngineOptions & { onTruncation: TruncationMode } = {
       direction: options.direction, head: options.head, framing: options.framing,
-      onTruncation: options.onTruncation,
+      onTruncation: options.onTruncation, idleTimeout: options.idleTimeout,
+      finTimeout: options.finTimeout,
     };
     const js = new JsEngine(this.tlsSocket, target, jsOptions, events);
     this.engine = 'js';
@@ -497,6 +528,8 @@ export class SpliceHandle extends EventEmitter {
         peerCloseNotify: session.peerEnded === 'close_notify',
         onTruncation: options.onTruncation === 'reset' ? 1 : 0,
         noDelay: options.noDelay,
+        idleTimeout: options.idleTimeout,
+        finTimeout: options.finTimeout,
       }, (type, info) => {
         if (type === 'end') events.onEnd();
         else events.onClose(info, splice.stats());

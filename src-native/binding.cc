@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -333,6 +334,26 @@ Napi::Value SocketSendQueue(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, queued);
 }
 
+// The JS engine's finTimeout (lib/idle-watch.ts): whether the other end of fd shut its write side
+// (a FIN, or a pipe's last writer gone), also while bytes before it wait unread.
+Napi::Value HangupPending(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) {
+    return throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG", "hangupPending(fd): fd must be a number");
+  }
+  pollfd p{};
+  p.fd = info[0].As<Napi::Number>().Int32Value();
+#ifdef POLLRDHUP
+  p.events = POLLRDHUP;
+  const short hangup = POLLRDHUP | POLLHUP;
+#else
+  const short hangup = POLLHUP;
+#endif
+  int rc;
+  do rc = poll(&p, 1, 0); while (rc < 0 && errno == EINTR);
+  return Napi::Boolean::New(env, rc > 0 && (p.revents & hangup) != 0);
+}
+
 // Internal, for tests and benchmarks: Node has no pipe() or socketpair(). Close-on-exec fds.
 Napi::Value fd_pair(Napi::Env env, int rc, const int fds[2], const char* syscall) {
   if (rc != 0) return throw_uv(env, -errno, syscall);
@@ -394,6 +415,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getFdFlags", Napi::Function::New(env, GetFdFlags, "getFdFlags"));
   exports.Set("getSocketOption", Napi::Function::New(env, GetSocketOption, "getSocketOption"));
   exports.Set("socketSendQueue", Napi::Function::New(env, SocketSendQueue, "socketSendQueue"));
+  exports.Set("hangupPending", Napi::Function::New(env, HangupPending, "hangupPending"));
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("pipe", Napi::Function::New(env, Pipe, "pipe"));
   exports.Set("socketPair", Napi::Function::New(env, SocketPair, "socketPair"));

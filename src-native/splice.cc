@@ -208,6 +208,7 @@ void Splice::start(uv_loop_t* loop) {
     cipher_in_.start = cipher_in_.end = 0;
     in_state_ = InState::kDraining;
   }
+  if (!start_idle_timer()) return;
   pump();
 }
 
@@ -261,12 +262,13 @@ void Splice::pump() {
     if (closing_ || reset_draining_) break;
     progress = step_out(&budget) || progress;
   }
+  note_progress();
   if (closing_ || reset_draining_) return;
 
   publish_layer_stats();
 
   if (in_state_ == InState::kDone && out_state_ == OutState::kDone) {
-    if (!stopping_ || tcp_eof_) return finish(stopping_ ? EndReason::kStopped : EndReason::kEnd);
+    if (!stopping_ || tcp_eof_) return finish(stopping_ ? stop_reason() : EndReason::kEnd);
     if (!lingering_) {
       lingering_ = true;
       end_.unread_ciphertext += cipher_in_.size();
@@ -277,7 +279,7 @@ void Splice::pump() {
         open_handles_++;
         uv_timer_start(&linger_timer_, on_linger_timeout, kLingerMs, 0);
       } else {
-        return finish(EndReason::kStopped);
+        return finish(stop_reason());
       }
       return pump();
     }
@@ -296,7 +298,7 @@ void Splice::publish_layer_stats() {
 
 void Splice::on_linger_timeout(uv_timer_t* handle) {
   Splice* self = static_cast<Splice*>(handle->data);
-  if (!self->closing_) self->finish(EndReason::kStopped);
+  if (!self->closing_) self->finish(self->stop_reason());
 }
 
 bool Splice::discard_in(size_t* budget) {
@@ -427,6 +429,11 @@ void Splice::finish(EndReason reason) {
   if (closing_) return;
   closing_ = true;
   end_.reason = reason;
+  // An idle end that could not send it: the close_notify sealed behind records the peer did not
+  // take never left.
+  if (idle_ending_ && out_state_ == OutState::kShutdownPending && cipher_out_.size() > 0) {
+    end_.close_notify_sent = false;
+  }
   end_.undelivered_in = (config_.head.size() - head_offset_) +
                         (config_.deliver_in ? plain_in_.size() : 0);
   if (!lingering_) end_.unread_ciphertext += cipher_in_.size();
@@ -437,6 +444,11 @@ void Splice::finish(EndReason reason) {
 }
 
 void Splice::release_handles() {
+  if (idle_timer_initialized_) {
+    uv_timer_stop(&idle_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&idle_timer_), on_handle_closed);
+    idle_timer_initialized_ = false;
+  }
   if (linger_timer_initialized_) {
     uv_timer_stop(&linger_timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&linger_timer_), on_handle_closed);

@@ -75,9 +75,17 @@ struct SpliceConfig {
   // delayed ACK (issue 11: 455 instead of about 8,000 HTTP/2 requests/s).
   bool no_delay = true;
   Truncation on_truncation = Truncation::kEnd;
+  // Inactivity limits in milliseconds, 0 for none (splice_idle.cc). idle_timeout_ms: no progress
+  // either way for that long ends the splice. fin_timeout_ms: the same once one side's end has
+  // been seen (or its FIN is waiting unread in the kernel). Progress is a byte read from the TLS
+  // connection or the fd, or a byte one of them accepted.
+  uint64_t idle_timeout_ms = 0;
+  uint64_t fin_timeout_ms = 0;
 };
 
-enum class EndReason : uint8_t { kEnd, kStopped, kAborted, kError };
+// kIdle: an inactivity limit of SpliceConfig ended the splice (close_notify to the peer, FIN to
+// the target, as far as they take them within kIdleEndMaxMs).
+enum class EndReason : uint8_t { kEnd, kStopped, kAborted, kError, kIdle };
 
 // How a splice ended. Counts are what was still inside the splice when it ended.
 struct SpliceEnd {
@@ -222,6 +230,22 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool start_reset_drain(EndReason reason);
   static void on_reset_drain_tick(uv_timer_t* handle);
   void update_watches(bool yield);
+
+  // Inactivity limits (splice_idle.cc): one lazily re-armed timer per splice, which compares
+  // the time of the last progress the pump recorded with the limits; nothing per byte.
+  bool start_idle_timer();  // false: the splice failed (closing)
+  // Called by pump(): records the time if anything moved since the last call.
+  void note_progress();
+  uint64_t progress_mark() const;
+  static void on_idle_timer(uv_timer_t* handle);
+  void check_idle();
+  void arm_idle_timer(uint64_t now);
+  // Whether one side's end is known: read by the pumps, or its FIN waiting unread.
+  bool one_side_ended() const;
+  void end_idle();
+  EndReason stop_reason() const { return idle_ending_ ? EndReason::kIdle : EndReason::kStopped; }
+  // The peer's end reached the target, or the idle end gives it one: FIN or close.
+  void end_target_write_side();
   void watch(Watch* w, int events, bool* want_idle);
 
   void fail(const char* code, AlertDescription alert, const std::string& detail = "");
@@ -295,6 +319,13 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool reset_draining_ = false;
   uint64_t reset_drain_ticks_ = 0;
   EndReason reset_drain_reason_ = EndReason::kEnd;
+  // Inactivity limits (splice_idle.cc).
+  uv_timer_t idle_timer_;
+  bool idle_timer_initialized_ = false;
+  uint64_t last_progress_ms_ = 0;  // uv_now() when progress_mark() last changed
+  uint64_t last_progress_mark_ = 0;
+  uint64_t source_bytes_read_ = 0;  // cleartext read from the fd (bytes_out counts it once sent)
+  bool idle_ending_ = false;  // a limit was reached: stopping, bounded by kIdleEndMaxMs
 };
 
 }  // namespace tls_splice

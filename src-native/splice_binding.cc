@@ -40,6 +40,7 @@ const char* end_reason_name(EndReason reason) {
     case EndReason::kStopped: return "stopped";
     case EndReason::kAborted: return "aborted";
     case EndReason::kError: return "error";
+    case EndReason::kIdle: return "idle";
   }
   return "error";
 }
@@ -287,6 +288,9 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     config.peer_close_notify = p.boolean("peerCloseNotify", false);
     config.no_delay = p.boolean("noDelay", true);
     config.on_truncation = static_cast<Truncation>(p.integer("onTruncation", 0, 1, 0));
+    // Milliseconds, 0 for none; lib/splice.ts checks the user's options (at most setTimeout's).
+    config.idle_timeout_ms = static_cast<uint64_t>(p.integer("idleTimeout", 0, INT32_MAX, 0));
+    config.fin_timeout_ms = static_cast<uint64_t>(p.integer("finTimeout", 0, INT32_MAX, 0));
 
     // The keys Buffer is wiped first, before anything can throw (see kKeysLayout).
     uint8_t packed[kMaxPackedKeysLength];

@@ -34,6 +34,12 @@ constexpr size_t kControlReserve = 4 * kMaxControlRecordLength;
 constexpr int kMaxPollErrorsInARow = 16;
 // How long a graceful stop waits for the peer's FIN after sending close_notify.
 constexpr uint64_t kLingerMs = 2000;
+// An idle end (splice_idle.cc): how long close_notify, the target's FIN and the peer's FIN may
+// take before the splice ends anyway, as a graceful stop's linger (kLingerMs) is bounded.
+constexpr uint64_t kIdleEndMaxMs = kLingerMs + 1000;
+// With fin_timeout_ms reached but no side's end seen yet: how often the kernel is asked again
+// whether a FIN is waiting behind unread bytes.
+constexpr uint64_t kFinRecheckMaxMs = 1000;
 // onTruncation 'reset': how often, and for how long at most, the target socket's send queue is
 // checked before the reset (an RST discards what the target has not acknowledged yet).
 constexpr uint64_t kResetDrainTickMs = 5;

@@ -241,22 +241,29 @@ void Splice::grow_in_chunk() {
 
 void Splice::finish_in() {
   in_state_ = InState::kDone;
-  if (stopping_) return;
+  if (stopping_) {
+    // A stop hands the target back as it is; an idle end ends it (nothing more will come).
+    if (idle_ending_) end_target_write_side();
+    return;
+  }
   if (end_.peer_eof_without_close_notify && config_.on_truncation == Truncation::kReset) {
     return reset_target();
   }
-  // The peer closed its side: pass the end on to the fd. A socket gets a FIN and stays open for
-  // the other direction; a separate write fd (a pipe) is closed so its reader sees EOF.
-  if (sink_fd() >= 0) {
-    if (write_is_socket_) {
-      shutdown(sink_fd(), SHUT_WR);
-    } else if (!write_is_read_) {
-      close_write_fd();
-    }
-  }
+  end_target_write_side();
   // With no data of our own to send, our side closes as soon as the peer's has.
   if (!config_.deliver_out && out_state_ == OutState::kOpen) out_state_ = OutState::kClosing;
   observer_->on_peer_end();
+}
+
+void Splice::end_target_write_side() {
+  // A socket gets a FIN and stays open for the other direction; a separate write fd (a pipe) is
+  // closed so its reader sees EOF.
+  if (sink_fd() < 0) return;
+  if (write_is_socket_) {
+    shutdown(sink_fd(), SHUT_WR);
+  } else if (!write_is_read_) {
+    close_write_fd();
+  }
 }
 
 void Splice::reset_target() {

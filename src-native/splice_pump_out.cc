@@ -30,8 +30,10 @@ bool Splice::step_out(size_t* budget) {
       const int err = errno;
       // The peer closed its side and went away before our close_notify or KeyUpdate reached
       // it: nothing of the user's is lost, so this is the end, not an error.
-      if ((err == EPIPE || err == ECONNRESET) && in_state_ == InState::kDone &&
-          batch_plaintext_ == 0) {
+      // So is an idle end whose peer has gone: what it did not take is counted undelivered.
+      if ((err == EPIPE || err == ECONNRESET) &&
+          (idle_ending_ || (in_state_ == InState::kDone && batch_plaintext_ == 0))) {
+        if (out_state_ == OutState::kShutdownPending) end_.close_notify_sent = false;
         cipher_out_.start = cipher_out_.end = 0;
         out_state_ = OutState::kDone;
         return true;
@@ -129,6 +131,7 @@ bool Splice::read_out(size_t* budget) {
   if (framing.framing == Framing::kStream) {
     const ssize_t n = retry_eintr_read(config_.read_fd.get(), plain_out_.data, plain_out_.capacity);
     if (n > 0) {
+      source_bytes_read_ += static_cast<uint64_t>(n);
       if (static_cast<size_t>(n) == plain_out_.capacity) grow_out_chunk();
       if (!seal_stream(plain_out_.data, static_cast<size_t>(n))) return true;
       batch_plaintext_ += static_cast<uint64_t>(n);
@@ -171,6 +174,7 @@ bool Splice::read_out(size_t* budget) {
     }
     progress = true;
     const size_t got = static_cast<size_t>(n);
+    source_bytes_read_ += got;
     if (got < info_length) {
       fail("ERR_TLS_SPLICE_FRAMING", AlertDescription::kNone,
            "packet read from the fd is shorter than its packet-info header");

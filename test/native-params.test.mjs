@@ -169,6 +169,42 @@ test('keys reach native in one Buffer, which native zeroes', { timeout: 30000 },
   binding.closeFd(peerFd);
 });
 
+test('idleTimeout / finTimeout: native takes whole milliseconds; a quiet splice ends idle with a ' +
+     'close_notify sealed under its write key and a FIN to the fd', { timeout: 30000 }, async () => {
+  for (const [name, value] of [['idleTimeout', -1], ['idleTimeout', 1.5], ['finTimeout', '9'],
+    ['finTimeout', 2 ** 31]]) {
+    const [tcpFd, peerFd] = socketPair();
+    const keys = Buffer.alloc(64, 0xa5);
+    assert.throws(() => new binding.Splice(nativeSpliceParams(tcpFd, tcpFd, { keys, [name]: value }),
+      () => {}), { code: 'ERR_TLS_SPLICE_INVALID_ARG' }, `${name}: ${value}`);
+    binding.closeFd(tcpFd);
+    binding.closeFd(peerFd);
+  }
+  const [tcpFd, peerFd] = socketPair();
+  const [userFd, testFd] = socketPair();
+  let onClose;
+  const closed = new Promise((resolve) => { onClose = resolve; });
+  const splice = new binding.Splice(nativeSpliceParams(tcpFd, userFd, { idleTimeout: 200 }),
+    (type, info) => { if (type === 'close') onClose(info); });
+  splice.start();
+  const end = await withTimeout(closed, 20000, 'the idle end');
+  assert.equal(end.reason, 'idle');
+  assert.equal(end.code, undefined);
+  assert.equal(end.closeNotifySent, true);
+  // The peer's end holds one record: our close_notify, under the write secret (the keys' second
+  // half), sequence 0.
+  const record = Buffer.alloc(256);
+  const length = fs.readSync(peerFd, record);
+  const opened = binding.openRecord({ version: 0x0304, cipherSuite: 0x1301,
+    secret: Buffer.alloc(32, 0xa5), seq: 0n, record: record.subarray(0, length) });
+  assert.ok(opened, 'the record did not open under the write key');
+  assert.equal(opened.type, 21);
+  assert.deepEqual([...opened.plaintext], [1, 0], 'close_notify');
+  // The fd got an end (FIN) with nothing before it.
+  assert.equal(fs.readSync(testFd, Buffer.alloc(16)), 0);
+  for (const fd of [tcpFd, peerFd, userFd, testFd]) binding.closeFd(fd);
+});
+
 // A native Splice that never runs must not keep the process alive: its thread-safe function is
 // created by start(), not by the constructor.
 test('a native Splice constructed but never started lets the process exit', { timeout: 30000 },

@@ -119,6 +119,8 @@ struct TlsParams {
   bool keep_fd_copies = false;  // keep dups of the splice's TCP fd and target fd (see Harness)
   bool no_delay = true;                                          // SpliceConfig::no_delay
   tls_splice::Truncation on_truncation = tls_splice::Truncation::kEnd;
+  uint64_t idle_timeout_ms = 0;                                  // SpliceConfig limits
+  uint64_t fin_timeout_ms = 0;
 };
 
 // Lines the keylog callback saw, per SSL.
@@ -646,6 +648,8 @@ struct Harness {
     config.framing = params.framing;
     config.no_delay = params.no_delay;
     config.on_truncation = params.on_truncation;
+    config.idle_timeout_ms = params.idle_timeout_ms;
+    config.fin_timeout_ms = params.fin_timeout_ms;
     if (params.keep_fd_copies) tcp_fd_copy = dup(spliced_fd);
     config.deliver_in = deliver_in;
     config.deliver_out = deliver_out;
