@@ -1,7 +1,8 @@
 // `tls-splice relay` / `agent` under what an untrusted peer can do (issue 17): public clients
 // beyond --max-connections, a flood of idle public clients against agent --max-links, a stalled
 // TCP connection on --agents (--handshake-timeout), and an agent (a stand-in speaking the link
-// protocol) whose answer tries to write its own log line. Loopback only; each test bounded.
+// protocol) whose answer tries to write its own log line, a refusing backend under --max-links,
+// and --idle-timeout on either end. Loopback only; each test bounded.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -283,3 +284,29 @@ test('agent --max-links 1, backend refusing: each client is reset with ECONNREFU
   assert.equal(failed[0].code, 'ECONNREFUSED');
   assert.equal(failed[0].client, refusals[0].client, 'the agent names the announced client');
 });
+
+test('--idle-timeout on either end ends a silent spliced client (end=idle) and frees its link',
+  { timeout: 90000 }, async () => {
+    for (const [relayFlags, agentFlags, ender] of [[['--idle-timeout', '1'], [], 'relay'],
+      [[], ['--idle-timeout', '1'], 'agent']]) {
+      const backend = await startCountingBackend();
+      const relay = await startRelay(relayFlags);
+      const agent = await startAgent(relay, backend.port, ['--max-links', '1', ...agentFlags]);
+      const startedAt = Date.now();
+      const client = connectPublic(relay.port);
+      await client.connected;
+      await echoes(client.socket, `idle-${ender}`);
+      // Then silence both ways: the splice on `ender` ends it, the client and backend see it.
+      await withTimeout(client.ended, 30000, `${ender} ends the idle client`);
+      await until(() => backend.counts.live === 0, 30000, 'the backend connection closed');
+      assert.ok(Date.now() - startedAt >= 900, 'ended before --idle-timeout');
+      const cli = ender === 'relay' ? relay : agent;
+      const rec = await cli.waitForLog((r) => r.event === 'connection' && r.command === ender);
+      assert.equal(rec.reason, 'idle', JSON.stringify(rec));
+      // With --max-links 1 the link came back: a new client is served.
+      const next = connectPublic(relay.port);
+      await next.connected;
+      await echoes(next.socket, `after-idle-${ender}`);
+      next.socket.destroy();
+    }
+  });
