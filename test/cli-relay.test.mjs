@@ -2,7 +2,8 @@
 // public client -> relay --public | relay --agents <= mTLS link <= agent -> backend (--to).
 // 100 MB each way hashed, 50 concurrent short connections, a half-close carried through, mTLS
 // refusals, the relay restarting under a running agent, the queue timeout, and the agent killed
-// mid-transfer reaching the public client as a reset.
+// mid-transfer reaching the public client as a reset; then every relay's log lines (one record
+// per line, no [object Object]). Limits and hostile agents: cli-relay-limits.test.mjs.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -109,10 +110,14 @@ function agentsAddr(relay) {
   return relay.lines.map((l) => /^agents (\S+)$/.exec(l)).find(Boolean)[1];
 }
 
+// Every relay the scenarios started, for the last test's look at their log lines.
+const relays = [];
+
 async function startRelay(extra = [], { agents = '127.0.0.1:0', pub = '127.0.0.1:0' } = {}) {
   const relay = await startCli(['relay', '--agents', agents, '--public', pub, ...RELAY_TLS,
     '--log', 'json', ...extra]);
   relay.agents = agentsAddr(relay);
+  relays.push(relay);
   return relay;
 }
 
@@ -350,12 +355,21 @@ test('SIGTERM: the relay drains a live tunnel (the client gets its bytes and an 
 
 test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate exits 1 naming it',
   { timeout: 60000 }, async () => {
-    for (const [name, flag] of [['proxy', '--allow'], ['relay', '--queue-timeout'],
-      ['agent', '--pool']]) {
+    const proxyHelp = await runCli(['proxy', '--help']);
+    assert.equal(proxyHelp.code, 0);
+    assert.match(proxyHelp.stdout, /Usage: tls-splice proxy /);
+    assert.ok(proxyHelp.stdout.includes('--allow'), 'proxy --help mentions --allow');
+    for (const [name, flags] of [
+      ['relay', ['--queue-timeout', '--max-connections', '--handshake-timeout', '--idle-timeout',
+        '--fin-timeout']],
+      ['agent', ['--pool', '--max-links', '--idle-timeout', '--fin-timeout']]]) {
       const help = await runCli([name, '--help']);
       assert.equal(help.code, 0);
       assert.match(help.stdout, new RegExp(`Usage: tls-splice ${name} `));
-      assert.ok(help.stdout.includes(flag), `${name} --help mentions ${flag}`);
+      for (const flag of flags) {
+        assert.match(help.stdout, new RegExp(`^  ${flag} .*\\(default`, 'm'),
+          `${name} --help documents ${flag} and its default`);
+      }
     }
     const missing = await runCli(['relay', '--agents', '127.0.0.1:0']);
     assert.equal(missing.code, 2);
@@ -368,6 +382,14 @@ test('proxy, relay, agent: --help, bad flags exit 2, an unreadable certificate e
     const badPool = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
       ...AGENT_TLS, '--pool', '0']);
     assert.equal(badPool.code, 2);
+    const badLinks = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
+      ...AGENT_TLS, '--max-links', '0']);
+    assert.equal(badLinks.code, 2);
+    assert.match(badLinks.stderr, /--max-links: "0" is not a positive integer/);
+    const badMax = await runCli(['relay', '--agents', '127.0.0.1:0', '--public', '127.0.0.1:0',
+      ...RELAY_TLS, '--max-connections', 'many']);
+    assert.equal(badMax.code, 2);
+    assert.match(badMax.stderr, /--max-connections: "many" is not a positive integer/);
     const badProxy = await runCli(['agent', '--relay', '127.0.0.1:1', '--to', '127.0.0.1:1',
       ...AGENT_TLS, '--proxy-protocol', 'v3']);
     assert.equal(badProxy.code, 2);
@@ -467,4 +489,26 @@ test('agent --proxy-protocol v1 / v2: the backend learns the public client\'s ad
       }
       client.destroy();
     }
+  });
+
+// Issue 17, item 10: an object stringified into a log line, and OpenSSL's error text (which can
+// end in a newline) making blank lines in text mode. Every line of every relay above: a JSON
+// record whose strings are single lines without [object Object].
+test('the relays of the scenarios above logged one record per line, none with [object Object]',
+  { timeout: 10000 }, () => {
+    assert.ok(relays.length >= 8, `${relays.length} relays`);
+    let records = 0;
+    for (const relay of relays) {
+      for (const line of relay.stderr.split('\n').slice(0, -1)) {
+        assert.doesNotMatch(line, /\[object Object\]/);
+        const record = JSON.parse(line);
+        records += 1;
+        for (const [key, value] of Object.entries(record)) {
+          if (typeof value === 'string') {
+            assert.doesNotMatch(value, /\n|\s$/, `${key} of ${line}`);
+          }
+        }
+      }
+    }
+    assert.ok(records > relays.length, `${records} records`);
   });
