@@ -23,6 +23,7 @@ import * as tls from 'node:tls';
 import { SpliceGroup, SpliceServer, createServer, spliceTo } from '../index';
 import type { SpliceEnd, SpliceHandle } from '../index';
 import {
+  capConnections,
   Addr, Command, DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_LIMITS, LIMIT_OPTIONS, Limits, Logger,
   ParsedValues, UsageError, announceListening, formatAddr, handleSignals, listen, loadTlsFiles,
   onHandshakeFailure, parseAddr, parseLimits, parseLogFormat, parsePositiveInt, parseSeconds,
@@ -55,7 +56,7 @@ Flags:
   --max-queue N          public clients waiting at most (default 1024; more are reset at once)
   --max-connections N    public clients at once (default ${DEFAULT_LIMITS.maxConnections}), waiting or
                          spliced; one more is closed at once and logged with
-                         code=ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS
+                         code=ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS (at most a line a second)
   --handshake-timeout SECONDS  (default ${DEFAULT_LIMITS.handshakeTimeoutMs / 1000}) a TLS handshake on --agents not
                          done by then is closed (code=ERR_TLS_HANDSHAKE_TIMEOUT)
   --idle-timeout SECONDS (default ${DEFAULT_LIMITS.idleTimeoutMs / 1000}) a spliced client with no byte either
@@ -73,7 +74,6 @@ Example:
 const DEFAULT_QUEUE_TIMEOUT_MS = 10_000;
 const DEFAULT_MAX_QUEUE = 1024;
 /** Over --max-connections: the public client is closed at once. */
-const TOO_MANY_CONNECTIONS = 'ERR_TLS_SPLICE_TOO_MANY_CONNECTIONS';
 /** No idle link, and the queue is full or the client waited --queue-timeout. */
 const NO_AGENT = 'ERR_TLS_SPLICE_NO_AGENT';
 // Notices an agent whose host vanished while its link sat idle.
@@ -238,16 +238,7 @@ class Relay {
 
   #createPublicServer(): net.Server {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
-    server.maxConnections = this.config.limits.maxConnections;
-    // Node has already closed the connection: say so.
-    server.on('drop', (data?: net.DropArgument) => {
-      this.logger.connection({
-        command: 'relay', client: formatAddr(data?.remoteAddress, data?.remotePort),
-        bytesFromClient: 0, bytesToClient: 0, durationMs: 0, engine: null, reason: 'refused',
-        code: TOO_MANY_CONNECTIONS, error: `${this.config.limits.maxConnections} public clients ` +
-          'already connected (--max-connections)',
-      });
-    });
+    capConnections(server, this.config.limits.maxConnections, this.logger);
     server.on('connection', (socket: net.Socket) => {
       socket.setNoDelay(true);
       socket.on('error', () => {});
