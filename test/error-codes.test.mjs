@@ -23,6 +23,13 @@ function sourceFiles(dir, extensions) {
     .map((name) => path.join(ROOT, dir, name));
 }
 
+// Every source file under dir, its subfolders included (lib/cli/proxy/...).
+function sourceTree(dir, extensions) {
+  const subdirs = fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })
+    .filter((entry) => entry.isDirectory()).map((entry) => path.join(dir, entry.name));
+  return [...sourceFiles(dir, extensions), ...subdirs.flatMap((d) => sourceTree(d, extensions))];
+}
+
 // C/C++/TypeScript without its comments (strings kept), so a code named in a comment does not
 // count as produced.
 function withoutComments(text) {
@@ -98,7 +105,7 @@ function hints() {
 // Codes lib/ and lib/cli/ produce: literals outside the union's declaration and the hints table.
 function libCodes() {
   const where = new Map();
-  const files = [...sourceFiles('lib', ['.ts']), ...sourceFiles(path.join('lib', 'cli'), ['.ts'])];
+  const files = sourceTree('lib', ['.ts']);
   for (const file of files) {
     let text = withoutComments(fs.readFileSync(file, 'utf8'));
     text = text.replace(/type\s+SpliceErrorCode\s*=[^;]*;/, '');
