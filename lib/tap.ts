@@ -99,6 +99,7 @@ export class DirectionState {
   changeCipherSpecSeen = false;       // TLS 1.2
   protectedHandshakeRecords = 0;      // TLS 1.2: the first is Finished
   reassembler: HandshakeReassembler | null = new HandshakeReassembler();
+  helloCopiedBytes = 0;               // what the reassembler copied, once the hello was read
   retained: DeferredRecord[] = [];    // TLS 1.3, until the boundary is known
   retainedBytes = 0;
   trialNext = 0;
@@ -699,7 +700,7 @@ export class RecordTap extends Duplex {
         if (!dir.fromServer && message.type === HandshakeType.clientHello) {
           // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
           this.clientHello = parseClientHello(message.body);
-          dir.reassembler = null;
+          this.#helloRead(dir);
           this.#options.onClientHello?.(this);
           return;
         }
@@ -716,15 +717,21 @@ export class RecordTap extends Duplex {
             continue;
           }
           this.serverHello = hello;
-          dir.reassembler = null;
+          this.#helloRead(dir);
           return;
         }
       }
     } catch (err) {
-      dir.reassembler = null;
+      this.#helloRead(dir);
       this.#fail(`the ${dir.fromServer ? 'ServerHello' : 'ClientHello'} could not be read: ` +
         (err as Error).message, err);
     }
+  }
+
+  // The hello of this direction is read (or unreadable): nothing more to reassemble.
+  #helloRead(dir: DirectionState): void {
+    dir.helloCopiedBytes = dir.reassembler?.copiedBytes ?? 0;
+    dir.reassembler = null;
   }
 
   #trackTls13(dir: DirectionState, record: TappedRecord): void {
