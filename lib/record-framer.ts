@@ -84,7 +84,7 @@ export class RecordFramer {
   #recordSize(buf: Buffer, at: number): number {
     const type = buf[at];
     const major = buf[at + 1];
-    const length = buf.readUInt16BE(at + 3);
+    const length = (buf[at + 3] << 8) | buf[at + 4];
     if (type < ContentType.changeCipherSpec || type > ContentType.applicationData) {
       throw this.#bad(`content type ${type}`);
     }

@@ -29,6 +29,7 @@ import {
 } from './internals';
 import {
   ClientHelloInfo,
+  HandshakeMessage,
   HandshakeReassembler,
   HandshakeType,
   ServerHelloInfo,
@@ -686,46 +687,50 @@ export class RecordTap extends Duplex {
   // Feeds the fragments of a run of plaintext handshake records to the reassembler, without a
   // view per record (a hostile hello may come one byte per record), until the hello is read.
   #readHandshakeRun(dir: DirectionState, run: Buffer): void {
-    for (let pos = 0; pos < run.length && dir.reassembler !== null;) {
-      const end = pos + kRecordHeaderLength + run.readUInt16BE(pos + 3);
-      this.#readHello(dir, run, pos + kRecordHeaderLength, end);
-      pos = end;
-    }
-  }
-
-  #readHello(dir: DirectionState, source: Buffer, start: number, end: number): void {
-    if (dir.reassembler === null) return;
+    const reassembler = dir.reassembler;
+    if (reassembler === null) return;
     try {
-      for (const message of dir.reassembler.push(source, start, end)) {
-        if (!dir.fromServer && message.type === HandshakeType.clientHello) {
-          // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
-          this.clientHello = parseClientHello(message.body);
-          this.#helloRead(dir);
-          this.#options.onClientHello?.(this);
-          return;
-        }
-        if (dir.fromServer && message.type === HandshakeType.serverHello) {
-          const hello = parseServerHello(message.body);
-          this.#version = hello.version;
-          // The rest of a run after this record would be taken as plaintext: valid only because a
-          // ChangeCipherSpec before the ServerHello is not (RFC 5246 7.1).
-          if (hello.version === kTls12 && dir.changeCipherSpecSeen) {
-            this.#fail('a ChangeCipherSpec came before the ServerHello');
-          }
-          if (hello.isHelloRetryRequest) {
-            this.helloRetryRequest = true;
-            continue;
-          }
-          this.serverHello = hello;
-          this.#helloRead(dir);
-          return;
-        }
+      for (let pos = 0; pos < run.length;) {
+        const end = pos + kRecordHeaderLength + ((run[pos + 3] << 8) | run[pos + 4]);
+        const messages = reassembler.push(run, pos + kRecordHeaderLength, end);
+        pos = end;
+        if (messages.length > 0 && this.#readHellos(dir, messages)) return;
       }
     } catch (err) {
       this.#helloRead(dir);
       this.#fail(`the ${dir.fromServer ? 'ServerHello' : 'ClientHello'} could not be read: ` +
         (err as Error).message, err);
     }
+  }
+
+  // Reads this direction's hello among whole handshake messages; returns whether it was found.
+  #readHellos(dir: DirectionState, messages: readonly HandshakeMessage[]): boolean {
+    for (const message of messages) {
+      if (!dir.fromServer && message.type === HandshakeType.clientHello) {
+        // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
+        this.clientHello = parseClientHello(message.body);
+        this.#helloRead(dir);
+        this.#options.onClientHello?.(this);
+        return true;
+      }
+      if (dir.fromServer && message.type === HandshakeType.serverHello) {
+        const hello = parseServerHello(message.body);
+        this.#version = hello.version;
+        // The rest of a run after this record would be taken as plaintext: valid only because a
+        // ChangeCipherSpec before the ServerHello is not (RFC 5246 7.1).
+        if (hello.version === kTls12 && dir.changeCipherSpecSeen) {
+          this.#fail('a ChangeCipherSpec came before the ServerHello');
+        }
+        if (hello.isHelloRetryRequest) {
+          this.helloRetryRequest = true;
+          continue;
+        }
+        this.serverHello = hello;
+        this.#helloRead(dir);
+        return true;
+      }
+    }
+    return false;
   }
 
   // The hello of this direction is read (or unreadable): nothing more to reassemble.
