@@ -266,6 +266,12 @@ export class HandshakeReassembler {
     return this.#length;
   }
 
+  // The size of the held buffer: never more than twice the bytes received, nor (once the header
+  // is in) more than the message announced plus the last fragment.
+  get heldCapacity(): number {
+    return this.#held?.length ?? 0;
+  }
+
   // Returns the messages completed by the fragment source[start, end) (a view of it is made only
   // when it starts a message, never per fragment); throws ERR_TLS_SPLICE_BAD_HANDSHAKE when a message announces more than maxLength bytes.
   push(source: Buffer, start = 0, end = source.length): readonly HandshakeMessage[] {
@@ -324,7 +330,11 @@ export class HandshakeReassembler {
     const count = end - start;
     const needed = this.#length + count;
     if (this.#held === null || needed > this.#held.length) {
-      const grown = Buffer.allocUnsafe(Math.max(needed, 2 * (this.#held?.length ?? 0), 64));
+      // Doubling keeps the copies linear; the announced length caps it, so that a peer that
+      // announces 128 KiB and sends less does not make the tap hold twice what it sent.
+      const doubled = Math.max(2 * (this.#held?.length ?? 0), 64);
+      const grown = Buffer.allocUnsafe(Math.max(needed,
+        this.#messageEnd > 0 ? Math.min(doubled, this.#messageEnd) : doubled));
       if (this.#length > 0) this.#held!.copy(grown, 0, 0, this.#length);
       this.#copied += this.#length;
       this.#held = grown;

@@ -219,6 +219,16 @@ describe('hello parsers', () => {
     }
   });
 
+  test('the reassembler holds no more than the message its header announced', () => {
+    const message = bigClientHello(100000);
+    const r = new HandshakeReassembler();
+    for (let pos = 0; pos < 90000; pos++) r.push(message, pos, pos + 1);
+    assert.equal(r.heldLength, 90000);
+    assert.ok(r.heldCapacity <= message.length, `${r.heldCapacity} bytes held for a ${message.length}-byte message`);
+    const [whole] = r.push(message, 90000, message.length);
+    assert.ok(whole.body.equals(message.subarray(4)));
+  });
+
   test('the fragmented records of a 131 KB hello: one view per run, one hello out', () => {
     const hello = bigClientHello(131000);
     const wire = fragmentHandshake(hello, 1);
