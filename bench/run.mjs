@@ -38,6 +38,7 @@ function parseArgs(argv) {
       console.log('usage: node bench/run.mjs [--quick] [--only ids] [--tools names] [--runs N] ' +
         '[--no-micro] [--micro-only] [--no-save] [--pin]');
       console.log(`scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`);
+      console.log(`standalone scenarios (--only): ${Object.keys(STANDALONE).join(', ')}`);
       console.log(`tools: ${Object.keys(TOOLS).join(', ')}`);
       process.exit(0);
     } else {
@@ -45,6 +46,26 @@ function parseArgs(argv) {
     }
   }
   return opts;
+}
+
+// Scenarios that are scripts of their own (they compare servers, not tools, and print their own
+// report): run with --only <id>, never by default.
+const STANDALONE = {
+  'hostile-hello': 'hostile-hello.mjs',   // issue 17: fragmented hellos, stalled handshakes
+};
+
+function runStandalone(id, opts) {
+  const date = new Date().toISOString().slice(0, 10);
+  const stamp = `${date}-${id}${opts.quick ? '-quick' : ''}`;
+  const dir = path.join(BENCH_DIR, 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const args = [path.join(BENCH_DIR, STANDALONE[id])];
+  if (opts.quick) args.push('--quick');
+  if (opts.runs) args.push('--rounds', String(opts.runs));
+  if (opts.save) args.push('--json', path.join(dir, `${stamp}.json`), '--md', path.join(dir, `${stamp}.md`));
+  console.log(`${id}: node ${args.map((a) => path.relative(ROOT, a) || a).join(' ')}`);
+  execFileSync(process.execPath, args, { stdio: 'inherit' });
+  if (opts.save) console.log(`saved bench/results/${stamp}.json, bench/results/${stamp}.md`);
 }
 
 function sh(cmd, args) {
@@ -82,6 +103,15 @@ function ensureBuilt() {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  const standalone = (opts.only ?? []).filter((id) => STANDALONE[id] !== undefined);
+  if (standalone.length > 0) {
+    if (!fs.existsSync(path.join(ROOT, 'dist', 'index.js'))) {
+      throw new Error('dist/ is missing: run `npm run build` first');
+    }
+    for (const id of standalone) runStandalone(id, opts);
+    opts.only = opts.only.filter((id) => STANDALONE[id] === undefined);
+    if (opts.only.length === 0) return;
+  }
   ensureBuilt();
   if (opts.pin) setPinning({ underTest: String(os.cpus().length - 1), peers: `0-${Math.max(0, os.cpus().length - 2)}` });
   const quick = opts.quick;

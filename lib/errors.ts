@@ -48,6 +48,8 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_TARGET_NOT_RAW'
   | 'ERR_TLS_SPLICE_TARGET_CLOSED'
   | 'ERR_TLS_SPLICE_STOPPED'
+  // createServer() (server.ts): a connection closed before its handshake could go on.
+  | 'ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES'
   // readPreamble() (preamble.ts).
   | 'ERR_TLS_SPLICE_BAD_PREAMBLE'
   | 'ERR_TLS_SPLICE_PREAMBLE_TIMEOUT'

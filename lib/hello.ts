@@ -232,33 +232,121 @@ export interface HandshakeMessage {
 
 // Joins handshake record payloads into whole messages. RFC 8446 5.1: "Handshake messages MAY be
 // coalesced into a single TLSPlaintext record or fragmented across several such records".
+//
+// The work is linear in the bytes pushed, however they are fragmented (a hostile peer may send a
+// 131 KB hello one byte per record): a fragment is parsed in place when nothing is held, and
+// otherwise copied once into a held buffer that grows by doubling. A message returned is a view
+// that stays valid: the held buffer is never written again once a message was taken from it.
+const kNoMessages: readonly HandshakeMessage[] = Object.freeze([]);
+
+// Fragments up to this long are appended byte by byte: Buffer.copy() costs an allocation and a
+// call into C++, far more than a few bytes of loop.
+const kByteLoopMax = 32;
+
 export class HandshakeReassembler {
-  #held: Buffer = Buffer.alloc(0);
+  #held: Buffer | null = null;    // capacity; bytes [0, #length) are an incomplete message
+  #length = 0;
+  // Where the held message ends (header included) once its header is held; 0 before.
+  #messageEnd = 0;
+  #copied = 0;
   #maxLength: number;
 
   constructor(maxLength: number = kMaxHelloLength) {
     this.#maxLength = maxLength;
   }
 
-  // Returns the messages completed by this fragment; throws ERR_TLS_SPLICE_BAD_HANDSHAKE when a
-  // message announces more than maxLength bytes.
-  push(fragment: Buffer): HandshakeMessage[] {
-    this.#held = this.#held.length === 0 ? fragment : Buffer.concat([this.#held, fragment]);
+  // Bytes copied so far (appended or moved when the held buffer grew): for tests, which check
+  // that the work stays linear in the message size.
+  get copiedBytes(): number {
+    return this.#copied;
+  }
+
+  // Bytes held of a message not yet complete.
+  get heldLength(): number {
+    return this.#length;
+  }
+
+  // The size of the held buffer: never more than twice the bytes received, nor (once the header
+  // is in) more than the message announced plus the last fragment.
+  get heldCapacity(): number {
+    return this.#held?.length ?? 0;
+  }
+
+  // Returns the messages completed by the fragment source[start, end) (a view of it is made only
+  // when it starts a message, never per fragment); throws ERR_TLS_SPLICE_BAD_HANDSHAKE when a message announces more than maxLength bytes.
+  push(source: Buffer, start = 0, end = source.length): readonly HandshakeMessage[] {
+    if (this.#length === 0) {
+      const out: HandshakeMessage[] = [];
+      const fragment = start === 0 && end === source.length ? source : source.subarray(start, end);
+      const used = this.#split(fragment, out);
+      if (used < fragment.length) this.#append(fragment, used, fragment.length);
+      return out;
+    }
+    this.#append(source, start, end);
+    if (this.#messageEnd === 0 && this.#length >= kHandshakeHeaderLength) {
+      this.#messageEnd = kHandshakeHeaderLength + this.#checkedLength(this.#held!, 0);
+    }
+    if (this.#messageEnd === 0 || this.#length < this.#messageEnd) return kNoMessages;
+    const held = this.#held!.subarray(0, this.#length);
     const out: HandshakeMessage[] = [];
+    const used = this.#split(held, out);
+    if (out.length > 0) {
+      // The returned views keep this buffer; the tail (a part of this fragment, since what was
+      // held before held no whole message) starts a new one.
+      this.#held = null;
+      this.#length = 0;
+      this.#messageEnd = 0;
+      if (used < held.length) this.#append(held, used, held.length);
+    }
+    return out;
+  }
+
+  // Appends the whole messages at the start of `bytes` to `out`; returns the bytes they span.
+  #split(bytes: Buffer, out: HandshakeMessage[]): number {
     let pos = 0;
-    while (this.#held.length - pos >= kHandshakeHeaderLength) {
-      const length = this.#held.readUIntBE(pos + 1, 3);
-      if (length > this.#maxLength) {
-        this.#held = Buffer.alloc(0);
-        throw badHandshake(`handshake message of ${length} bytes exceeds the ${this.#maxLength}-byte bound`);
-      }
-      if (this.#held.length - pos - kHandshakeHeaderLength < length) break;
+    while (bytes.length - pos >= kHandshakeHeaderLength) {
+      const length = this.#checkedLength(bytes, pos);
+      if (bytes.length - pos - kHandshakeHeaderLength < length) break;
       const start = pos + kHandshakeHeaderLength;
-      out.push({ type: this.#held[pos], body: this.#held.subarray(start, start + length) });
+      out.push({ type: bytes[pos], body: bytes.subarray(start, start + length) });
       pos = start + length;
     }
-    this.#held = pos === this.#held.length ? Buffer.alloc(0) : Buffer.from(this.#held.subarray(pos));
-    return out;
+    return pos;
+  }
+
+  // The body length announced by the message header at bytes[pos].
+  #checkedLength(bytes: Buffer, pos: number): number {
+    const length = (bytes[pos + 1] << 16) | (bytes[pos + 2] << 8) | bytes[pos + 3];
+    if (length > this.#maxLength) {
+      this.#held = null;
+      this.#length = 0;
+      this.#messageEnd = 0;
+      throw badHandshake(`handshake message of ${length} bytes exceeds the ${this.#maxLength}-byte bound`);
+    }
+    return length;
+  }
+
+  #append(source: Buffer, start: number, end: number): void {
+    const count = end - start;
+    const needed = this.#length + count;
+    if (this.#held === null || needed > this.#held.length) {
+      // Doubling keeps the copies linear; the announced length caps it, so that a peer that
+      // announces 128 KiB and sends less does not make the tap hold twice what it sent.
+      const doubled = Math.max(2 * (this.#held?.length ?? 0), 64);
+      const grown = Buffer.allocUnsafe(Math.max(needed,
+        this.#messageEnd > 0 ? Math.min(doubled, this.#messageEnd) : doubled));
+      if (this.#length > 0) this.#held!.copy(grown, 0, 0, this.#length);
+      this.#copied += this.#length;
+      this.#held = grown;
+    }
+    const held = this.#held;
+    if (count <= kByteLoopMax) {
+      for (let i = 0; i < count; i++) held[this.#length + i] = source[start + i];
+    } else {
+      source.copy(held, this.#length, start, end);
+    }
+    this.#length = needed;
+    this.#copied += count;
   }
 }
 

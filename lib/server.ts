@@ -19,10 +19,18 @@ import { RecordTap, keylogClientRandom, tapOf } from './tap';
 type ConnectionListener = (this: tls.Server, socket: net.Socket) => void;
 
 // Connections whose ClientHello was read but whose TLSSocket has not logged a secret yet, at
-// most. Each entry belongs to a live connection (it goes when the connection closes or links), so
-// this only bounds a flood of concurrent half-done handshakes; past it a new connection still
-// works but cannot be spliced natively (capture refuses with ERR_TLS_SPLICE_NOT_TAPPED).
+// most. Each entry belongs to a live connection (it goes when the connection closes, links, or
+// its handshake times out), so this only bounds a flood of concurrent half-done handshakes. Past
+// it a new connection is closed (ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES), never served unregistered:
+// it could not be spliced, and a replayed random could link it to another connection's tap.
 const kMaxPendingHellos = 16 * 1024;
+
+function tooManyHandshakes(pending: number): SpliceError {
+  return new SpliceError('ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES',
+    `tls-splice closed this connection: ${pending} other handshakes had sent their ClientHello ` +
+    'and not finished. If the load is genuine, lower handshakeTimeout so that stalled handshakes ' +
+    'are closed sooner, or spread connections over more processes.');
+}
 
 // The live taps that read one ClientHello random. `ambiguous` once a second connection sent the
 // same random (a replayed hello): none of them is ever linked, since a keylog line names only the
@@ -33,14 +41,21 @@ interface PendingHello {
 }
 
 const pendingCounts = new WeakMap<SpliceServer, () => number>();
+const pendingLimits = new WeakMap<SpliceServer, number>();
 
 // For tests: how many client randoms the server's table of pending hellos holds.
 export function pendingHelloCount(server: SpliceServer): number {
   return pendingCounts.get(server)?.() ?? 0;
 }
 
+// For tests: a smaller table, so that a few connections fill it.
+export function setPendingHelloLimit(server: SpliceServer, limit: number): void {
+  pendingLimits.set(server, limit);
+}
+
 export class SpliceServer extends tls.Server {
   #pending = new Map<string, PendingHello>();
+  #tooManyHandshakes = 0;
 
   constructor(options?: tls.TlsOptions | ((socket: tls.TLSSocket) => void),
               listener?: (socket: tls.TLSSocket) => void) {
@@ -76,6 +91,11 @@ export class SpliceServer extends tls.Server {
     pendingCounts.set(this, () => this.#pending.size);
   }
 
+  // Connections closed with ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES since the server was created.
+  get tooManyHandshakesCount(): number {
+    return this.#tooManyHandshakes;
+  }
+
   // Node's handshakeTimeout (default 120 s) only reports ERR_TLS_HANDSHAKE_TIMEOUT through
   // 'tlsClientError' and leaves the connection open (Node 20 does so whether or not anybody
   // listens), so a peer that connects and never finishes its handshake would hold a socket and
@@ -105,9 +125,11 @@ export class SpliceServer extends tls.Server {
       entry.ambiguous = true;
       return;
     }
-    if (this.#pending.size >= kMaxPendingHellos) {
-      debug('server: %d ClientHellos pending; this connection is not spliceable natively',
-        this.#pending.size);
+    if (this.#pending.size >= (pendingLimits.get(this) ?? kMaxPendingHellos)) {
+      debug('server: %d ClientHellos pending; closing this connection', this.#pending.size);
+      this.#tooManyHandshakes++;
+      // Node reports the tap's error as this connection's 'tlsClientError', then closes it.
+      tap.destroy(tooManyHandshakes(this.#pending.size));
       return;
     }
     this.#pending.set(random, { taps: new Set([tap]), ambiguous: false });

@@ -29,6 +29,7 @@ import {
 } from './internals';
 import {
   ClientHelloInfo,
+  HandshakeMessage,
   HandshakeReassembler,
   HandshakeType,
   ServerHelloInfo,
@@ -39,18 +40,9 @@ import {
   parseServerHello,
 } from './hello';
 
-export const kRecordHeaderLength = 5;
+import { ContentType, RecordFramer, kRecordHeaderLength } from './record-framer';
 
-// RFC 5246 6.2.3: "The length (in bytes) of the following TLSCiphertext.fragment. The length MUST
-// NOT exceed 2^14 + 2048." TLS 1.3 is stricter (2^14 + 256, RFC 8446 5.2); OpenSSL enforces that.
-export const kMaxRecordBodyLength = 2 ** 14 + 2048;
-
-export const ContentType = {
-  changeCipherSpec: 20,
-  alert: 21,
-  handshake: 22,
-  applicationData: 23,
-} as const;
+export { ContentType, RecordFramer, kMaxRecordBodyLength, kRecordHeaderLength } from './record-framer';
 
 // Inbound records queued in the tap (not yet given to Node) before the raw socket is paused; keeps
 // memory bounded when Node is not reading.
@@ -91,7 +83,8 @@ interface DeferredRecord {
 }
 
 export interface TappedRecord {
-  data: Buffer;             // the whole record, header included
+  data: Buffer;             // the whole record, header included; or a run of plaintext handshake
+                            // records, which the framer joins and the tap follows as one
   type: number;             // outer content type
   protectedIndex: number;   // position among this direction's protected records; -1 if plaintext
   consumed: boolean;        // given to Node (inbound) or written by Node (outbound)
@@ -100,106 +93,14 @@ export interface TappedRecord {
   unopened: boolean;        // TLS 1.3: a probed record did not open under the generation-0 key
 }
 
-// Incremental record framing: returns whole records, holds a partial tail, and throws
-// ERR_TLS_SPLICE_BAD_RECORD on a header that cannot start a TLS record. Records are views of the
-// chunks they arrived in; only a record split across chunks is copied (once, itself alone).
-export class RecordFramer {
-  // Bytes not yet returned, oldest first: views of the chunks pushed.
-  #held: Buffer[] = [];
-  #length = 0;
-  readonly #what: string;
-
-  constructor(what: string) {
-    this.#what = what;
-  }
-
-  get partialLength(): number {
-    return this.#length;
-  }
-
-  takePartial(): Buffer {
-    const out = this.#held.length === 1 ? this.#held[0] : Buffer.concat(this.#held, this.#length);
-    this.#held = [];
-    this.#length = 0;
-    return out;
-  }
-
-  push(chunk: Buffer): Buffer[] {
-    const out: Buffer[] = [];
-    if (chunk.length === 0) return out;
-    this.#held.push(chunk);
-    this.#length += chunk.length;
-    while (this.#length >= kRecordHeaderLength) {
-      const head = this.#held[0];
-      const header = head.length >= kRecordHeaderLength ? head : this.#peek(kRecordHeaderLength);
-      const type = header[0];
-      const major = header[1];
-      const length = header.readUInt16BE(3);
-      if (type < ContentType.changeCipherSpec || type > ContentType.applicationData) {
-        throw this.#bad(`content type ${type}`);
-      }
-      // RFC 8446 5.1 / RFC 5246 6.2.1: legacy_record_version is 0x03xx in every TLS record.
-      if (major !== 3) {
-        throw this.#bad(`record version 0x${header.readUInt16BE(1).toString(16).padStart(4, '0')}`);
-      }
-      if (length > kMaxRecordBodyLength) {
-        throw this.#bad(`record length ${length} (the limit is ${kMaxRecordBodyLength})`);
-      }
-      const size = kRecordHeaderLength + length;
-      if (size > this.#length) break;
-      out.push(this.#take(size));
-    }
-    return out;
-  }
-
-  // The first n held bytes, copied (n is small: a header split across chunks).
-  #peek(n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    for (let i = 0; filled < n; i++) {
-      filled += this.#held[i].copy(out, filled, 0, Math.min(this.#held[i].length, n - filled));
-    }
-    return out;
-  }
-
-  // Removes and returns the first n held bytes: a view when one chunk holds them all.
-  #take(n: number): Buffer {
-    this.#length -= n;
-    const head = this.#held[0];
-    if (head.length >= n) {
-      if (head.length === n) this.#held.shift();
-      else this.#held[0] = head.subarray(n);
-      return head.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const first = this.#held[0];
-      const used = Math.min(first.length, n - filled);
-      first.copy(out, filled, 0, used);
-      filled += used;
-      if (used === first.length) this.#held.shift();
-      else this.#held[0] = first.subarray(used);
-    }
-    return out;
-  }
-
-  #bad(what: string): SpliceError {
-    this.#held = [];
-    this.#length = 0;
-    return new SpliceError('ERR_TLS_SPLICE_BAD_RECORD',
-      `The ${this.#what} is not a TLS record stream: ${what}`);
-  }
-}
-
 // What the tap knows about one direction of the connection.
 export class DirectionState {
   readonly fromServer: boolean;
-  recordCount = 0;
   protectedCount = 0;
   changeCipherSpecSeen = false;       // TLS 1.2
   protectedHandshakeRecords = 0;      // TLS 1.2: the first is Finished
   reassembler: HandshakeReassembler | null = new HandshakeReassembler();
+  helloCopiedBytes = 0;               // what the reassembler copied, once the hello was read
   retained: DeferredRecord[] = [];    // TLS 1.3, until the boundary is known
   retainedBytes = 0;
   trialNext = 0;
@@ -342,8 +243,8 @@ export class RecordTap extends Duplex {
   #openers = new Map<DirectionState, RecordOpener>();
   // The ClientHello random in hex, as key log lines name it (computed once, not per line).
   #clientRandomHex: string | undefined;
-  #inFramer = new RecordFramer('data received from the peer');
-  #outFramer = new RecordFramer('data Node wrote');
+  #inFramer = new RecordFramer('data received from the peer', { joinHandshakeRecords: true });
+  #outFramer = new RecordFramer('data Node wrote', { joinHandshakeRecords: true });
   #state: TapState = 'open';
 
   // Inbound records not yet pushed to the Readable side, oldest first.
@@ -517,12 +418,13 @@ export class RecordTap extends Duplex {
       this.destroy(err as Error);
       return;
     }
-    for (const data of records) {
-      const record = this.#track(this.in, data);
-      this.#queue.push(record);
-      this.#queueBytes += data.length;
-    }
+    for (const data of records) this.#trackEach(this.in, data, this.#enqueue);
     this.#deliver();
+  };
+
+  #enqueue = (record: TappedRecord): void => {
+    this.#queue.push(record);
+    this.#queueBytes += record.data.length;
   };
 
   #onRawEnd = (): void => {
@@ -661,7 +563,7 @@ export class RecordTap extends Duplex {
       callback(err as Error);
       return;
     }
-    for (const data of records) this.#consume(this.out, this.#track(this.out, data));
+    for (const data of records) this.#trackEach(this.out, data, this.#consumeOut);
     this.#inflightWrites++;
     this.raw.write(chunk, (err?: Error | null) => {
       this.#inflightWrites--;
@@ -675,6 +577,10 @@ export class RecordTap extends Duplex {
       setImmediate(this.#onWriteReported);
     });
   }
+
+  #consumeOut = (record: TappedRecord): void => {
+    this.#consume(this.out, record);
+  };
 
   #onWriteReported = (): void => {
     this.#writeReportsPending--;
@@ -702,6 +608,22 @@ export class RecordTap extends Duplex {
 
   // ---- record bookkeeping ----------------------------------------------------------------------
 
+  // Tracks what the framer returned: one record, or a run of handshake records. A run is followed
+  // as one while its records are plaintext; in TLS 1.2 after this direction's ChangeCipherSpec each
+  // handshake record is protected and takes a sequence number, so each is tracked alone.
+  #trackEach(dir: DirectionState, data: Buffer, take: (record: TappedRecord) => void): void {
+    if (data[0] === ContentType.handshake && this.#version === kTls12 && dir.changeCipherSpecSeen &&
+        data.length > kRecordHeaderLength + data.readUInt16BE(3)) {
+      for (let pos = 0; pos < data.length;) {
+        const end = pos + kRecordHeaderLength + data.readUInt16BE(pos + 3);
+        take(this.#track(dir, data.subarray(pos, end)));
+        pos = end;
+      }
+      return;
+    }
+    take(this.#track(dir, data));
+  }
+
   #track(dir: DirectionState, data: Buffer): TappedRecord {
     const record: TappedRecord = {
       data,
@@ -712,7 +634,6 @@ export class RecordTap extends Duplex {
       keyUpdate: false,
       unopened: false,
     };
-    dir.recordCount++;
     const version = this.#version;
     switch (record.type) {
       case ContentType.changeCipherSpec:
@@ -729,7 +650,7 @@ export class RecordTap extends Duplex {
           // renegotiation (HelloRequest or ClientHello), which changes the keys.
           if (++dir.protectedHandshakeRecords > 1) record.renegotiation = true;
         } else {
-          this.#readHello(dir, data);
+          this.#readHandshakeRun(dir, data);
         }
         break;
       case ContentType.alert:
@@ -763,34 +684,59 @@ export class RecordTap extends Duplex {
     if (record.unopened) dir.unopened = true;
   }
 
-  #readHello(dir: DirectionState, data: Buffer): void {
-    if (dir.reassembler === null) return;
+  // Feeds the fragments of a run of plaintext handshake records to the reassembler, without a
+  // view per record (a hostile hello may come one byte per record), until the hello is read.
+  #readHandshakeRun(dir: DirectionState, run: Buffer): void {
+    const reassembler = dir.reassembler;
+    if (reassembler === null) return;
     try {
-      for (const message of dir.reassembler.push(data.subarray(kRecordHeaderLength))) {
-        if (!dir.fromServer && message.type === HandshakeType.clientHello) {
-          // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
-          this.clientHello = parseClientHello(message.body);
-          dir.reassembler = null;
-          this.#options.onClientHello?.(this);
-          return;
-        }
-        if (dir.fromServer && message.type === HandshakeType.serverHello) {
-          const hello = parseServerHello(message.body);
-          this.#version = hello.version;
-          if (hello.isHelloRetryRequest) {
-            this.helloRetryRequest = true;
-            continue;
-          }
-          this.serverHello = hello;
-          dir.reassembler = null;
-          return;
-        }
+      for (let pos = 0; pos < run.length;) {
+        const end = pos + kRecordHeaderLength + ((run[pos + 3] << 8) | run[pos + 4]);
+        const messages = reassembler.push(run, pos + kRecordHeaderLength, end);
+        pos = end;
+        if (messages.length > 0 && this.#readHellos(dir, messages)) return;
       }
     } catch (err) {
-      dir.reassembler = null;
+      this.#helloRead(dir);
       this.#fail(`the ${dir.fromServer ? 'ServerHello' : 'ClientHello'} could not be read: ` +
         (err as Error).message, err);
     }
+  }
+
+  // Reads this direction's hello among whole handshake messages; returns whether it was found.
+  #readHellos(dir: DirectionState, messages: readonly HandshakeMessage[]): boolean {
+    for (const message of messages) {
+      if (!dir.fromServer && message.type === HandshakeType.clientHello) {
+        // A second ClientHello (after HelloRetryRequest) keeps the same random (RFC 8446 4.1.2).
+        this.clientHello = parseClientHello(message.body);
+        this.#helloRead(dir);
+        this.#options.onClientHello?.(this);
+        return true;
+      }
+      if (dir.fromServer && message.type === HandshakeType.serverHello) {
+        const hello = parseServerHello(message.body);
+        this.#version = hello.version;
+        // The rest of a run after this record would be taken as plaintext: valid only because a
+        // ChangeCipherSpec before the ServerHello is not (RFC 5246 7.1).
+        if (hello.version === kTls12 && dir.changeCipherSpecSeen) {
+          this.#fail('a ChangeCipherSpec came before the ServerHello');
+        }
+        if (hello.isHelloRetryRequest) {
+          this.helloRetryRequest = true;
+          continue;
+        }
+        this.serverHello = hello;
+        this.#helloRead(dir);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The hello of this direction is read (or unreadable): nothing more to reassemble.
+  #helloRead(dir: DirectionState): void {
+    dir.helloCopiedBytes = dir.reassembler?.copiedBytes ?? 0;
+    dir.reassembler = null;
   }
 
   #trackTls13(dir: DirectionState, record: TappedRecord): void {

@@ -9,6 +9,7 @@ import {
   HandshakeReassembler, parseClientHello, parseEncryptedExtensions, parseServerHello,
 } from '../dist/hello.js';
 import { RecordFramer } from '../dist/tap.js';
+import { bigClientHello, fragmentHandshake } from './helpers/big-hello.mjs';
 import { PrngStream } from './helpers/data.mjs';
 
 // The first flight Node writes: one ClientHello record, taken from a real tls.connect.
@@ -95,6 +96,26 @@ describe('record framing', () => {
     });
   }
 
+  test('joinHandshakeRecords: a run of whole handshake records in one chunk is one view', () => {
+    const hs = (body) => Buffer.concat([Buffer.from([22, 3, 3, 0, body.length]), Buffer.from(body)]);
+    const app = Buffer.concat([Buffer.from([23, 3, 3, 0, 2]), Buffer.from('zz')]);
+    const [a, b, c, d] = [hs('a'), hs('bb'), hs('c'), hs('dd')];
+    const chunk = Buffer.concat([a, b, app, c, d.subarray(0, 4)]);
+    const framer = new RecordFramer('test', { joinHandshakeRecords: true });
+    const out = framer.push(chunk);
+    assert.deepEqual(out, [Buffer.concat([a, b]), app, c]);
+    for (const run of out) assert.equal(run.buffer, chunk.buffer, 'a view, not a copy');
+    // A record completed by the next chunk comes alone, then the run goes on in that chunk.
+    assert.deepEqual(framer.push(Buffer.concat([d.subarray(4), a, b])), [d, Buffer.concat([a, b])]);
+    assert.equal(framer.partialLength, 0);
+    // Every header of a run is checked.
+    const bad = new RecordFramer('test', { joinHandshakeRecords: true });
+    assert.throws(() => bad.push(Buffer.concat([a, Buffer.from([22, 2, 3, 0, 1, 0])])),
+      { code: 'ERR_TLS_SPLICE_BAD_RECORD' });
+    // Without the option, one record each, as before.
+    assert.deepEqual(new RecordFramer('test').push(Buffer.concat([a, b])), [a, b]);
+  });
+
   test('the largest legal length passes', () => {
     const framer = new RecordFramer('test');
     const body = Buffer.alloc(2 ** 14 + 2048);
@@ -174,5 +195,58 @@ describe('hello parsers', () => {
     for (let i = 0; i < message.length; i += 7) out.push(...r.push(message.subarray(i, i + 7)));
     assert.deepEqual(out.map((m) => [m.type, m.body.length]), [[2, 300], [11, 1]]);
     assert.throws(() => new HandshakeReassembler(1000).push(Buffer.from([1, 0, 0x10, 0])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+  });
+
+  // Issue 17: the reassembler joined everything it held on every fragment, so a 131 KB hello sent
+  // one byte per record cost O(n^2) copying (2.5 s of CPU). Its copied bytes are now counted.
+  test('the reassembler copies O(n) bytes whatever the fragmentation (131 KB hello, 1-byte fragments)', () => {
+    const hello = bigClientHello(131000);
+    const next = Buffer.from([2, 0, 0, 3, 7, 8, 9]);
+    const stream = Buffer.concat([hello, next, Buffer.from([11, 0])]);
+    for (const step of [1, 3, 1000, 16384]) {
+      const r = new HandshakeReassembler();
+      const out = [];
+      for (let pos = 0; pos < stream.length; pos += step) {
+        out.push(...r.push(stream, pos, Math.min(stream.length, pos + step)));
+      }
+      // Compared after every push: a message returned earlier is still intact.
+      assert.deepEqual(out.map((m) => m.type), [1, 2], `step ${step}`);
+      assert.ok(out[0].body.equals(hello.subarray(4)), `step ${step}: the hello's bytes`);
+      assert.ok(out[1].body.equals(Buffer.from([7, 8, 9])));
+      assert.equal(r.heldLength, 2, 'the partial third message is held');
+      assert.ok(r.copiedBytes <= 3 * stream.length,
+        `step ${step}: ${r.copiedBytes} bytes copied for a ${stream.length}-byte stream`);
+    }
+  });
+
+  test('the reassembler holds no more than the message its header announced', () => {
+    const message = bigClientHello(100000);
+    const r = new HandshakeReassembler();
+    for (let pos = 0; pos < 90000; pos++) r.push(message, pos, pos + 1);
+    assert.equal(r.heldLength, 90000);
+    assert.ok(r.heldCapacity <= message.length, `${r.heldCapacity} bytes held for a ${message.length}-byte message`);
+    const [whole] = r.push(message, 90000, message.length);
+    assert.ok(whole.body.equals(message.subarray(4)));
+  });
+
+  test('the fragmented records of a 131 KB hello: one view per run, one hello out', () => {
+    const hello = bigClientHello(131000);
+    const wire = fragmentHandshake(hello, 1);
+    const framer = new RecordFramer('test', { joinHandshakeRecords: true });
+    const r = new HandshakeReassembler();
+    const messages = [];
+    let runs = 0;
+    for (let pos = 0; pos < wire.length; pos += 65536) {
+      for (const run of framer.push(wire.subarray(pos, pos + 65536))) {
+        runs++;
+        for (let at = 0; at < run.length; at += 5 + run.readUInt16BE(at + 3)) {
+          messages.push(...r.push(run, at + 5, at + 5 + run.readUInt16BE(at + 3)));
+        }
+      }
+    }
+    assert.ok(runs <= 2 * Math.ceil(wire.length / 65536), `${runs} runs`);
+    assert.equal(messages.length, 1);
+    assert.ok(messages[0].body.equals(hello.subarray(4)));
+    assert.equal(parseClientHello(messages[0].body).random.length, 32);
   });
 });

@@ -1,5 +1,9 @@
 // Limits on what an unauthenticated peer can make createServer() hold (issue 17).
 //
+// Pending-hello table: when it is full (a test hook makes it 3 entries), a new connection is
+// closed with ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES reported through 'tlsClientError' and counted,
+// never served unregistered; the connections already in the table complete their handshakes.
+//
 // Handshake timeout: Node's handshakeTimeout only reports ERR_TLS_HANDSHAKE_TIMEOUT through
 // 'tlsClientError' and leaves the socket open; the library's server closes it. Raw TCP clients
 // that never send a byte must all see the connection end (EOF or reset) within the timeout plus a
@@ -10,7 +14,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { after, test } from 'node:test';
 
-import { createServer } from '../dist/index.js';
+import { createServer, isSpliceCapable } from '../dist/index.js';
+import { pendingHelloCount, setPendingHelloLimit } from '../dist/server.js';
 import { prngBytes, sha256 } from './helpers/data.mjs';
 import { FIXTURES } from './helpers/peers.mjs';
 import { collectData, onceEvent, read, withTimeout } from './helpers/scenarios.mjs';
@@ -94,4 +99,55 @@ test('a session whose handshake completed outlives handshakeTimeout (64 KiB each
   assert.equal(sha256(up), sha256(toServer));
   assert.equal(sha256(down), sha256(toClient));
   client.destroy();
+});
+
+async function waitUntil(predicate, what, ms = 10000) {
+  await withTimeout(new Promise((resolve) => {
+    const poll = () => (predicate() ? resolve() : setTimeout(poll, 10));
+    poll();
+  }), ms, what);
+}
+
+test('a full pending-hello table closes the new connection with ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES', { timeout: 60000 }, async () => {
+  const LIMIT = 3;
+  const held = [];
+  const errors = [];
+  const secured = [];
+  const context = tls.createSecureContext({ key: read(FIXTURES.serverKey), cert: read(FIXTURES.serverCert) });
+  // An SNICallback that answers later (an async certificate lookup) keeps each handshake pending
+  // after its ClientHello was read: no secret is logged until it answers.
+  const server = await listen({
+    SNICallback: (name, callback) => held.push(() => callback(null, context)),
+  }, (socket) => secured.push(socket));
+  setPendingHelloLimit(server, LIMIT);
+  server.on('tlsClientError', (err) => errors.push(err.code));
+  const { port } = server.address();
+  const client = () => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca: read(FIXTURES.ca) });
+    const outcome = new Promise((resolve) => {
+      socket.once('secureConnect', () => resolve('secure'));
+      socket.once('error', (err) => resolve(err.code));
+    });
+    return { socket, outcome };
+  };
+  const first = [];
+  for (let i = 0; i < LIMIT; i++) first.push(client());
+  await waitUntil(() => held.length === LIMIT, `${LIMIT} held handshakes (has ${held.length})`);
+  assert.equal(pendingHelloCount(server), LIMIT);
+
+  const extra = client();
+  const refused = await withTimeout(extra.outcome, 10000, 'the extra connection to end');
+  assert.ok(['ECONNRESET', 'EPIPE'].includes(refused), `the extra client saw ${refused}`);
+  await waitUntil(() => errors.length === 1, "the extra connection's 'tlsClientError'");
+  assert.deepEqual(errors, ['ERR_TLS_SPLICE_TOO_MANY_HANDSHAKES']);
+  assert.equal(server.tooManyHandshakesCount, 1);
+  assert.equal(held.length, LIMIT, 'the extra connection never reached the handshake');
+
+  for (const release of held.splice(0)) release();
+  const outcomes = await withTimeout(Promise.all(first.map((c) => c.outcome)), 10000, 'the held handshakes');
+  assert.deepEqual(outcomes, new Array(LIMIT).fill('secure'));
+  await waitUntil(() => secured.length === LIMIT, "the server's 'secureConnection's");
+  for (const socket of secured) assert.equal(isSpliceCapable(socket), true);
+  assert.equal(pendingHelloCount(server), 0);
+  for (const c of [...first, extra]) c.socket.destroy();
 });
