@@ -264,8 +264,8 @@ export function hasLiveHandle(socket: net.Socket): boolean {
 
 function unsupported(what: string): SpliceError {
   return new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
-    `tls-splice does not support Node ${process.version}: ${what}. Run it on the Node 20 line ` +
-    'it is tested with, or use plain node:tls without tls-splice on this version');
+    `tls-splice does not support Node ${process.version}: ${what}. Run it on a Node line it is ` +
+    'tested with (20, 22, 24, 26), or use plain node:tls without tls-splice on this version');
 }
 
 // Checks the internals above where they can be checked without a connection; throws
