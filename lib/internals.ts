@@ -220,12 +220,14 @@ const kTlsWrapMethodsSafeWhenSpent = new Set([
   // shutdown check for a freed SSL ("Write after DestroySSL", UV_EPROTO).
   'readStart', 'readStop', 'shutdown', 'useUserBuffer', 'writev', 'writeBuffer',
   'writeAsciiString', 'writeLatin1String', 'writeUcs2String', 'writeUtf8String',
-  // Node 20: net.js's read callback (a plain function Node stores on the prototype's instance).
+  // Node 20 has a function-valued `onread` on the prototype: the read callback the native side
+  // calls (net.js sets each handle's own), not an SSL method.
   'onread',
 ]);
 
 // The function-valued own properties of a TLSWrap prototype that are not known to be safe
-// without the SSL. Accessors (fd, bytesRead, ...) are left alone: they read the stream, not the SSL.
+// without the SSL. Accessors (fd, bytesRead, ...) are left alone: they read the stream, not the
+// SSL.
 export function tlsWrapMethodsNeedingSsl(prototype: object): string[] {
   return Object.getOwnPropertyNames(prototype).filter((name) => {
     if (name === 'constructor' || kTlsWrapMethodsSafeWhenSpent.has(name)) return false;
@@ -310,7 +312,8 @@ export function selfCheck(): void {
   const needingSsl = wrap === null ? [] : tlsWrapMethodsNeedingSsl(wrap);
   if ((wrap?.constructor as { name?: string } | undefined)?.name !== 'TLSWrap' ||
       !['getSession', 'getProtocol', 'getCipher'].every((m) => needingSsl.includes(m))) {
-    throw unsupported("a TLSSocket's handle is not a TLSWrap with getSession/getProtocol/getCipher");
+    throw unsupported("a TLSSocket's handle is not a TLSWrap with getSession, getProtocol and " +
+      'getCipher');
   }
   socket.destroy();
   const tlsProto = tls.TLSSocket.prototype as unknown as { _destroySSL?: unknown };

@@ -31,7 +31,9 @@ const SAFE = new Set([
 // above the handle: the first one named TLSWrap along the chain is Node's).
 function nodeTlsWrapFunctions(handle) {
   let proto = Object.getPrototypeOf(handle);
-  while (proto !== null && !Object.hasOwn(proto, 'constructor')) proto = Object.getPrototypeOf(proto);
+  while (proto !== null && !Object.hasOwn(proto, 'constructor')) {
+    proto = Object.getPrototypeOf(proto);
+  }
   assert.equal(proto?.constructor?.name, 'TLSWrap');
   return Object.getOwnPropertyNames(proto).filter((name) => name !== 'constructor' &&
     typeof Object.getOwnPropertyDescriptor(proto, name).value === 'function');
@@ -83,8 +85,8 @@ test('every SSL method of the running TLSWrap prototype throws ERR_TLS_SPLICE_SP
     }
     const refused = [];
     for (const name of names.filter((n) => !SAFE.has(n))) {
-      assert.throws(() => sock._handle[name](),
-        { code: 'ERR_TLS_SPLICE_SPENT', message: /before start\(\)/ }, `${name}() on a spent handle`);
+      assert.throws(() => sock._handle[name](), { code: 'ERR_TLS_SPLICE_SPENT',
+        message: /before start\(\)/ }, `${name}() on a spent handle`);
       refused.push(name);
     }
     assert.ok(refused.length >= 30, `only ${refused.length} refused`);
