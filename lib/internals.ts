@@ -200,12 +200,11 @@ export function freeTlsState(socket: tls.TLSSocket): void {
 const spentHandlePrototypes = new WeakMap<object, object>();
 
 function spentHandlePrototypeOf(handle: object): object {
-  const parent = Object.getPrototypeOf(handle) as Record<string, unknown>;
+  const parent = Object.getPrototypeOf(handle) as object;
   let spent = spentHandlePrototypes.get(parent);
   if (spent !== undefined) return spent;
   spent = Object.create(parent) as object;
-  for (const name of kTlsWrapSslMethods) {
-    if (typeof parent[name] !== 'function') continue;
+  for (const name of tlsWrapMethodsNeedingSsl(parent)) {
     Object.defineProperty(spent, name, {
       value: () => {
         throw new SpliceError('ERR_TLS_SPLICE_SPENT', `${name}() needs the TLS session, which ` +
@@ -219,17 +218,48 @@ function spentHandlePrototypeOf(handle: object): object {
   return spent;
 }
 
-// The TLSWrap methods that read or change the SSL object (Node 20's crypto_tls.cc).
-const kTlsWrapSslMethods = [
-  'certCbDone', 'enableCertCb', 'enableALPNCb', 'endParser', 'enableKeylogCallback',
-  'enableSessionCallbacks', 'enableTrace', 'getServername', 'loadSession', 'newSessionDone',
-  'renegotiate', 'requestOCSP', 'setALPNProtocols', 'setKeyCert', 'setOCSPResponse',
-  'setServername', 'setSession', 'setVerifyMode', 'exportKeyingMaterial', 'isSessionReused',
-  'getALPNNegotiatedProtocol', 'getCertificate', 'getX509Certificate', 'getCipher',
-  'getEphemeralKeyInfo', 'getFinished', 'getPeerCertificate', 'getPeerX509Certificate',
-  'getPeerFinished', 'getProtocol', 'getSession', 'getSharedSigalgs', 'getTLSTicket',
-  'verifyError', 'setMaxSendFragment', 'enablePskCallback', 'setPskIdentityHint',
-];
+// The TLSWrap methods that are safe on a handle whose SSL is freed, because they never read it:
+// Node itself calls them on a TLSSocket's handle after _destroySSL() (destroy(), setNoDelay(),
+// reads and writes of the socket). Every other function of the running Node's TLSWrap prototype
+// is refused on a spent handle, so that a method a later Node adds (Node 24 added
+// clientHelloDone and hasPeerCertificate) cannot reach a freed SSL.
+const kTlsWrapMethodsSafeWhenSpent = new Set([
+  // _tls_wrap.js's proxiedMethods: JS functions that forward to the TCP/Pipe handle underneath.
+  'ref', 'unref', 'open', 'bind', 'listen', 'connect', 'bind6', 'connect6', 'getsockname',
+  'getpeername', 'setNoDelay', 'setKeepAlive', 'setSimultaneousAccepts', 'setBlocking',
+  'setPendingInstances',
+  // destroy(): _tls_wrap.js's close() calls destroySSL(), which returns at once without an SSL.
+  'close', 'destroySSL',
+  // StreamBase: TLSWrap forwards readStart/readStop to the stream underneath; its writes and
+  // shutdown check for a freed SSL ("Write after DestroySSL", UV_EPROTO).
+  'readStart', 'readStop', 'shutdown', 'useUserBuffer', 'writev', 'writeBuffer',
+  'writeAsciiString', 'writeLatin1String', 'writeUcs2String', 'writeUtf8String',
+  // Node 20 has a function-valued `onread` on the prototype: the read callback the native side
+  // calls (net.js sets each handle's own), not an SSL method.
+  'onread',
+]);
+
+// The function-valued own properties of a TLSWrap prototype that are not known to be safe
+// without the SSL. Accessors (fd, bytesRead, ...) are left alone: they read the stream, not the
+// SSL.
+export function tlsWrapMethodsNeedingSsl(prototype: object): string[] {
+  return Object.getOwnPropertyNames(prototype).filter((name) => {
+    if (name === 'constructor' || kTlsWrapMethodsSafeWhenSpent.has(name)) return false;
+    return typeof Object.getOwnPropertyDescriptor(prototype, name)?.value === 'function';
+  });
+}
+
+// The prototype of the handle (TLSWrap) under a TLSSocket of this Node: one over a Duplex needs
+// no connection.
+export function tlsWrapPrototype(): object | null {
+  const transport = new Duplex({ read() {}, write(_chunk, _encoding, callback) { callback(); } });
+  const socket = new tls.TLSSocket(transport, { isServer: true });
+  const handle = handleOf(socket);
+  const prototype = handle === null ? null : Object.getPrototypeOf(handle) as object;
+  socket.destroy();
+  transport.destroy();
+  return prototype;
+}
 
 // What decides a TLSSocket's own certificate: the SecureContext an SNICallback chose for this
 // connection (the handle's sni_context), else the one the socket was created with (the handle's
@@ -250,8 +280,8 @@ export function hasLiveHandle(socket: net.Socket): boolean {
 
 function unsupported(what: string): SpliceError {
   return new SpliceError('ERR_TLS_SPLICE_UNSUPPORTED_NODE',
-    `tls-splice does not support Node ${process.version}: ${what}. Run it on the Node 20 line ` +
-    'it is tested with, or use plain node:tls without tls-splice on this version');
+    `tls-splice does not support Node ${process.version}: ${what}. Run it on a Node line it is ` +
+    'tested with (20, 22, 24, 26), or use plain node:tls without tls-splice on this version');
 }
 
 // Checks the internals above where they can be checked without a connection; throws
@@ -289,6 +319,15 @@ export function selfCheck(): void {
   probe.destroy();
   if (socket.allowHalfOpen !== false) {
     throw unsupported('a net.Socket does not default to allowHalfOpen: false');
+  }
+  // freeTlsState() replaces the SSL methods of the handle's prototype: it must be a TLSWrap's
+  // own, and its SSL getters must be among them.
+  const wrap = tlsWrapPrototype();
+  const needingSsl = wrap === null ? [] : tlsWrapMethodsNeedingSsl(wrap);
+  if ((wrap?.constructor as { name?: string } | undefined)?.name !== 'TLSWrap' ||
+      !['getSession', 'getProtocol', 'getCipher'].every((m) => needingSsl.includes(m))) {
+    throw unsupported("a TLSSocket's handle is not a TLSWrap with getSession, getProtocol and " +
+      'getCipher');
   }
   socket.destroy();
   const tlsProto = tls.TLSSocket.prototype as unknown as { _destroySSL?: unknown };

@@ -56,6 +56,9 @@ type PeerClose = 'close_notify' | 'eof' | 'unknown';
 const WRITER_HIGH_WATER_MARK = 256 * 1024;
 // Packets read from the fd and waiting for the TLSSocket before the fd is no longer read.
 const PACKET_QUEUE_LIMIT = 64;
+// After a graceful stop, how long the peer may go on sending before we close anyway (as the
+// native engine's kLingerMs).
+const STOP_LINGER_MS = 2000;
 
 interface Sink {
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean;
@@ -874,8 +877,11 @@ export class JsEngine implements Engine {
     this.unwatchTransport?.();
     this.tlsSocket.removeListener('data', this.onTlsData);
     this.tlsSocket.on('error', noop);
-    if (!resetTarget && (info.reason === 'end' || info.reason === 'stopped' ||
-      (info.reason === 'idle' && this.outDone))) {
+    // A graceful stop and an idle end sent close_notify: read and drop the peer's bytes until its
+    // end (bounded), so that closing with them unread does not reset the close_notify away.
+    if (!resetTarget && (info.reason === 'stopped' || (info.reason === 'idle' && this.outDone))) {
+      discardUntilPeerEnd(this.tlsSocket);
+    } else if (!resetTarget && info.reason === 'end') {
       this.tlsSocket.destroySoon();
     } else {
       this.tlsSocket.destroy();
@@ -907,6 +913,20 @@ export class JsEngine implements Engine {
       this.events.onClose(info, this.stats());
     }));
   }
+}
+
+// After our close_notify on a graceful stop, the peer may still be sending (it has not read our
+// close_notify yet). Closing a TCP socket with unread bytes in its receive queue makes the kernel
+// send a reset, which can reach the peer before it reads our close_notify and discard it there
+// (the peer sees ECONNRESET). So read and drop until the peer's end (its close_notify or FIN),
+// for at most STOP_LINGER_MS, then close, as the native engine does (docs/ENGINE-CONTRACT.md 8).
+function discardUntilPeerEnd(socket: tls.TLSSocket): void {
+  const timer = setTimeout(() => socket.destroy(), STOP_LINGER_MS);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('end', () => socket.destroySoon());
+  socket.on('data', noop);
+  socket.resume();
 }
 
 function framingError(problem: string): Error {

@@ -301,28 +301,23 @@ test('SIGTERM: stops accepting, ends a live splice gracefully (close_notify), ex
 
 test('SIGTERM with a splice that cannot drain: aborted at --drain-timeout, exit 0',
   { timeout: 30000 }, async () => {
-    const sockets = new Set();
-    const stuck = net.createServer((socket) => {   // never reads
-      sockets.add(socket);
-      socket.on('error', () => {});
-      socket.pause();
-    });
-    closers.push(() => { for (const s of sockets) s.destroy(); });
-    const addr = await listening(stuck);
+    // A backend that never reads, with a receive buffer of a few KiB set by the test, not the
+    // machine's (one may hold the whole flood in kernel buffers, and the splice then drains).
+    const { stuckBackend } = await import('./helpers/stuck-backend.mjs');
+    const stuck = await stuckBackend();
+    closers.push(() => stuck.close());
     const cli = await startCli(['terminate', '--listen', '127.0.0.1:0', ...CERT_ARGS,
-      '--to', addr, '--log', 'json', '--drain-timeout', '0.5']);
+      '--to', stuck.addr, '--log', 'json', '--drain-timeout', '0.5']);
     const socket = await tlsClient(cli.port);
     socket.on('error', () => {});
-    const flood = Buffer.alloc(1024 * 1024, 1);
-    for (let i = 0; i < 64; i++) socket.write(flood);
-    // Wait until the backend's buffers are full and the splice holds bytes it cannot deliver.
-    let last = -1;
-    for (;;) {
-      await new Promise((resolve) => setTimeout(resolve, 300));
-      const queued = socket.writableLength;
-      if (queued === last) break;
-      last = queued;
-    }
+    // And a small fixed send buffer on the command's socket to it: left to the kernel, that one
+    // grows while the backend's window is closed, and a stop could deliver what the splice holds.
+    await stuck.accepted();
+    await stuck.shrinkPeerSndbuf(cli.child.pid);
+    // Until every buffer on the way is full, whatever their sizes on this machine: the splice
+    // then holds bytes it cannot deliver.
+    const { floodUntilStalled } = await import('./helpers/flood.mjs');
+    await floodUntilStalled(socket);
     assert.deepEqual(await cli.stop('SIGTERM'), { code: 0, signal: null });
     const record = cli.records.find((r) => r.event === 'connection');
     assert.equal(record.reason, 'aborted');

@@ -57,27 +57,25 @@ async function streamPeer(options) {
   };
 }
 
-// Reads an fd slowly, hashing as it goes (nothing is kept): 64 KiB per millisecond at most.
+// Reads `fd` slowly in a child process (helpers/slow-reader.mjs), hashing as it goes; the fd is
+// closed here once the child has it. Resolves with what the child received.
 function slowHashingReader(fd) {
-  const socket = new net.Socket({ fd, readable: true, writable: false });
-  const hash = crypto.createHash('sha256');
-  let bytes = 0;
-  let sinceBreak = 0;
-  socket.on('data', (chunk) => {
-    hash.update(chunk);
-    bytes += chunk.length;
-    sinceBreak += chunk.length;
-    if (sinceBreak >= 64 * 1024) {
-      sinceBreak = 0;
-      socket.pause();
-      setTimeout(() => socket.resume(), 1);
-    }
-  });
+  const child = spawn(process.execPath, [path.join(here, 'helpers', 'slow-reader.mjs')],
+    { stdio: ['ignore', 'pipe', 'inherit', fd] });
+  children.add(child);
+  fs.closeSync(fd);
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (s) => { out += s; });
   const done = new Promise((resolve, reject) => {
-    socket.on('end', () => resolve({ bytes, digest: hash.digest('hex') }));
-    socket.on('error', reject);
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      children.delete(child);
+      const [word, bytes, digest] = out.trim().split(' ');
+      if (word === 'RECEIVED') resolve({ bytes: Number(bytes), digest });
+      else reject(new Error(`slow reader: exit ${code ?? signal}: ${out.trim()}`));
+    });
   });
-  return { done, get bytes() { return bytes; } };
+  return { done };
 }
 
 function prngDigest(seed, n) {
@@ -113,9 +111,12 @@ test('backpressure: 256 MiB into a slow sink, memory stays bounded', { timeout: 
       assert.equal(end.reason, 'end', end.error?.message);
       assert.equal(result.bytes, size);
       assert.equal(result.digest, prngDigest('backpressure', size));
-      // The splice's buffers are fixed (well under 1 MiB); nothing may scale with 256 MiB.
+      // The splice's buffers are fixed (well under 1 MiB); nothing may scale with 256 MiB. The
+      // reader is another process, so this process holds only the splice (measured: under 2 MiB
+      // of growth on Node 20, 24 and 26).
       const grew = peak - baseline;
-      assert.ok(grew < 48 * 1024 * 1024, `RSS grew by ${(grew / 1048576).toFixed(1)} MiB`);
+      assert.ok(grew < 16 * 1024 * 1024, `RSS grew by ${(grew / 1048576).toFixed(1)} MiB`);
+      console.log(`# RSS grew by ${(grew / 1048576).toFixed(1)} MiB`);
     } finally {
       peer.stop();
     }

@@ -5,17 +5,20 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import tls from 'node:tls';
 import { SpliceGroup, createServer, spliceTo } from '../esm/index.mjs';
 import { FIXTURES } from './helpers/peers.mjs';
 import { PrngStream, sha256 } from './helpers/data.mjs';
+import { floodUntilStalled } from './helpers/flood.mjs';
 
 const closers = [];
 after(() => { for (const close of closers.reverse()) close(); });
 
-// A spliced TLS server: each connection is spliced to a new connection to `backendPort`.
-// nextHandle() resolves with each started handle in turn.
-async function splicedServer(group, backendPort, { add = true } = {}) {
+// A spliced TLS server: each connection is spliced to a new connection to `backend` (a TCP port
+// on 127.0.0.1, or a Unix socket path). nextHandle() resolves with each started handle in turn.
+async function splicedServer(group, backend, { add = true } = {}) {
   const handles = [];
   const waiters = [];
   let given = 0;
@@ -24,8 +27,10 @@ async function splicedServer(group, backendPort, { add = true } = {}) {
   };
   const server = createServer({ cert: fs.readFileSync(FIXTURES.serverCert),
     key: fs.readFileSync(FIXTURES.serverKey) }, (tlsSocket) => {
-    const backend = net.connect(backendPort, '127.0.0.1', async () => {
-      const handle = spliceTo(tlsSocket, backend, { autoClose: true });
+    const target = typeof backend === 'string' ? net.connect(backend)
+      : net.connect(backend, '127.0.0.1');
+    target.once('connect', async () => {
+      const handle = spliceTo(tlsSocket, target, { autoClose: true });
       if (add) group.add(handle);
       await handle.start();
       handles.push(handle);
@@ -43,16 +48,37 @@ async function splicedServer(group, backendPort, { add = true } = {}) {
   };
 }
 
-async function echoBackend({ pause = false } = {}) {
+async function echoBackend() {
   const sockets = new Set();
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     sockets.add(socket);
     socket.on('error', () => {});
-    if (pause) socket.pause(); else socket.pipe(socket);
+    socket.pipe(socket);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   closers.push(() => { for (const s of sockets) s.destroy(); server.close(); });
   return server.address().port;
+}
+
+// A Unix socket server whose connections are never read (pauseOnConnect: Node does not even
+// start reading them).
+async function stuckUnixBackend() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tls-splice-group-'));
+  const socketPath = path.join(dir, 'backend.sock');
+  const sockets = new Set();
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise((resolve) => server.listen(socketPath, resolve));
+  return {
+    path: socketPath,
+    server: { close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    } },
+  };
 }
 
 function client(port) {
@@ -158,22 +184,23 @@ test('closeAll(): a handle added while closing is stopped too', { timeout: 30000
 test('closeAll({ timeout }): a splice whose backend never reads is aborted at the deadline',
   { timeout: 30000 }, async () => {
     const group = new SpliceGroup();
-    const { port, nextHandle } = await splicedServer(group, await echoBackend({ pause: true }));
+    // A backend that never reads, over a Unix socket: its buffers have a fixed size (the TCP
+    // ones grow by themselves, up to net.ipv4.tcp_wmem's maximum, so a TCP backend may take
+    // what the splice holds at any moment), and nothing ever frees room in them.
+    const { server: stuck, path: backendPath } = await stuckUnixBackend();
+    closers.push(() => stuck.close());
+    const { port, nextHandle } = await splicedServer(group, backendPath);
     const c = await client(port);
     c.on('error', () => {});
     const handle = await nextHandle();
-    // More than every socket buffer on the way can hold: the splice holds bytes it cannot
-    // deliver, so a graceful stop cannot complete.
-    const flood = Buffer.alloc(1024 * 1024, 7);
-    for (let i = 0; i < 64; i++) c.write(flood);
-    let last = -1;
-    while (handle.stats().bytesIn !== last) {
-      last = handle.stats().bytesIn;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    // Until every buffer on the way is full, whatever their sizes on this machine: the splice
+    // then holds bytes it cannot deliver, so a graceful stop cannot complete.
+    const written = await floodUntilStalled(c);
+    assert.ok(handle.stats().bytesIn < written, 'the backend took the whole flood');
     const ends = await group.closeAll({ timeout: 300 });
     assert.equal(ends.length, 1);
     assert.equal(ends[0].reason, 'aborted');
+    assert.ok(ends[0].undeliveredIn > 0, 'the splice held bytes it could not deliver');
     assert.equal(group.size, 0);
     c.destroy();
   });
