@@ -69,6 +69,7 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_PROXY_DENIED'
   | 'ERR_TLS_SPLICE_NO_AGENT'
   | 'ERR_TLS_SPLICE_BAD_ANSWER'
+  | 'ERR_TLS_SPLICE_TOO_MANY_PIPELINED'
   | 'ERR_TLS_SPLICE_LINK_PROTOCOL';
 
 // A code a SpliceError carries without owning it: a libuv name passed through from a socket
