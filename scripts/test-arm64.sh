@@ -12,7 +12,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-. "$here/node-dist.sh"
 tarball=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 [ -f "$tarball" ] || { echo "usage: $0 TARBALL" >&2; exit 2; }
 
@@ -25,7 +24,9 @@ command -v qemu-aarch64-static >/dev/null || {
   echo "arm64: no arm64 runtime in $arm64_sysroot: apt-get install -y g++-aarch64-linux-gnu" >&2
   exit 1
 }
-arm64_node="$(node_dist arm64)/bin/node"
+# The oldest Node that package.json's engines allows, as in scripts/prebuild.sh.
+oldest_node=$(node -p 'require(process.argv[1]).engines.node.match(/\d+/)[0]' "$repo/package.json")
+arm64_node="$(bash "$here/fetch-node.sh" "$oldest_node" arm64)/bin/node"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
