@@ -279,10 +279,12 @@ async function runServer(config: Config, logger: Logger, certs: CertSet): Promis
   t.tickets.attach(sharedContext(server));
   if (cluster.isWorker) {
     process.on('message', (msg: { tlsSplice?: string; keys?: string }) => {
-      if (msg?.tlsSplice === 'ticket-keys' && msg.keys) t.tickets.replace(keysOfHex(msg.keys));
+      if (msg?.tlsSplice !== 'ticket-keys' || !msg.keys) return;
+      t.tickets.replace(keysOfHex(msg.keys));
+      logger.info('ticket keys rotated', { worker: cluster.worker?.id });
     });
   } else {
-    rotateTicketKeys(config, t.tickets);
+    rotateTicketKeys(config, t.tickets, () => logger.info('ticket keys rotated'));
   }
   stapleOcsp(server, t);
   watchConnections(server, t);
