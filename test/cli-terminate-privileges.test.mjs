@@ -10,6 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { startCli, stopAllClis } from './helpers/cli.mjs';
+import { FIXTURES } from './helpers/peers.mjs';
 import { prngBytes, sha256 } from './helpers/data.mjs';
 import { issue, makeCa, pkiDir } from './helpers/terminate-pki.mjs';
 
@@ -130,4 +131,18 @@ async () => {
   cli.signal('SIGHUP');
   await cli.waitForStderr(/reload failed[^\n]*EACCES[^]*reload failed[^\n]*EACCES/, 20000);
   assert.equal(await cnNow(), 'second.test');
+});
+
+test('--user with an unknown name exits 1 before listening (ERR_TLS_SPLICE_NO_USER); --group ' +
+  'without --user is a usage error', { timeout: 30000 }, async () => {
+  const { runCli } = await import('./helpers/cli.mjs');
+  const base = ['terminate', '--listen', '127.0.0.1:0', '--cert', FIXTURES.serverCert,
+    '--key', FIXTURES.serverKey, '--to', '127.0.0.1:9'];
+  const unknown = await runCli([...base, '--user', 'no-such-user-tls-splice']);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no such user \(ERR_TLS_SPLICE_NO_USER\)/);
+  assert.doesNotMatch(unknown.stdout, /listening/);
+  const groupOnly = await runCli([...base, '--group', 'nogroup']);
+  assert.equal(groupOnly.code, 2);
+  assert.match(groupOnly.stderr, /--group needs --user/);
 });

@@ -16,7 +16,7 @@ import {
 import {
   CertSet, CertSource, chooseCert, dirSources, entryOfLeaf, loadCertSet, pairsFromTokens,
 } from './terminate/certificates';
-import { Identity, dropPrivileges } from './terminate/privileges';
+import { Identity, dropPrivileges, resolveIdentity } from './terminate/privileges';
 import {
   TicketKey, TicketKeyring, keyOfNodeBytes, newTicketKey, nodeBytesOfKey, readTicketKeys,
 } from './terminate/tickets';
@@ -217,6 +217,7 @@ async function run(values: ParsedValues, _positionals: string[],
   tokens?: ArgToken[]): Promise<void> {
   const config = parseConfig(values, tokens);
   const certs = loadCertificates(config);   // exit 1 naming the file, before any fork
+  if (config.identity !== undefined) resolveIdentity(config.identity);
   const logger = new Logger(config.logFormat);
   if (config.workers > 1 && cluster.isPrimary) {
     await runPrimary(config, logger);

@@ -10,12 +10,25 @@ export interface Identity {
   group?: string;
 }
 
-/** Drops to `identity`; a process already running as that user (a restarted worker) is left be. */
-export function dropPrivileges(identity: Identity): void {
+/**
+ * The user's and group's ids, checked before anything is bound: an unknown name, or a process
+ * that is not root and not that user already, is an error at start (exit 1).
+ */
+export function resolveIdentity(identity: Identity): { uid: number; gid: number } {
   const uid = numericId(identity.user, '-u');
-  if (process.getuid!() === uid) return;
   const gid = identity.group === undefined ? numericId(identity.user, '-g')
     : groupId(identity.group);
+  if (process.getuid!() !== 0 && process.getuid!() !== uid) {
+    throw new CliError('EPERM', `--user ${identity.user}: only root can change user; start ` +
+      'the command as root (it binds first, then drops to the user)');
+  }
+  return { uid, gid };
+}
+
+/** Drops to `identity`; a process already running as that user (a restarted worker) is left be. */
+export function dropPrivileges(identity: Identity): void {
+  const { uid, gid } = resolveIdentity(identity);
+  if (process.getuid!() === uid) return;
   try {
     // The user's own supplementary groups, as login(1) would set them (not root's).
     (process as unknown as { initgroups(user: string, group: number): void })
