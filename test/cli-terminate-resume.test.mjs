@@ -165,3 +165,36 @@ test('--ticket-rotate with --workers 2: after one rotation the previous key stil
   await rotated(3);
   assert.equal(await connect(cli.port, 'TLSv1.3', { sessIn: session }), 'New');
 });
+
+test('--ticket-keys is re-read on SIGHUP: a prepended key takes over, the old one still ' +
+  'decrypts; an unusable file keeps the keys in use and says why', { timeout: 90000 },
+async () => {
+  const backend = await hello();
+  const [oldKey, newKey] = [crypto.randomBytes(48), crypto.randomBytes(48)];
+  const file = path.join(dir, 'keys-reload');
+  fs.writeFileSync(file, oldKey);
+  const cli = await startCli(['terminate', '--listen', '127.0.0.1:0', ...CERT_ARGS,
+    '--to', backend, '--ticket-keys', file]);
+  const underOld = path.join(dir, 'reload-old.sess');
+  assert.equal(await connect(cli.port, 'TLSv1.3', { sessOut: underOld }), 'New');
+  // Only the new key: a process with it alone cannot open tickets made under the old one.
+  const newOnly = path.join(dir, 'keys-new-only');
+  fs.writeFileSync(newOnly, newKey);
+  const other = await startCli(['terminate', '--listen', '127.0.0.1:0', ...CERT_ARGS,
+    '--to', backend, '--ticket-keys', newOnly]);
+  assert.equal(await connect(other.port, 'TLSv1.3', { sessIn: underOld }), 'New');
+
+  fs.writeFileSync(file, Buffer.concat([newKey, oldKey]));
+  cli.signal('SIGHUP');
+  await cli.waitForStderr(/reloaded certificates/, 20000);
+  assert.equal(await connect(cli.port, 'TLSv1.3', { sessIn: underOld }), 'Reused');
+  // Tickets it issues now are under the new key: `other` opens them.
+  const underNew = path.join(dir, 'reload-new.sess');
+  assert.equal(await connect(cli.port, 'TLSv1.3', { sessOut: underNew }), 'New');
+  assert.equal(await connect(other.port, 'TLSv1.3', { sessIn: underNew }), 'Reused');
+
+  fs.writeFileSync(file, Buffer.alloc(47));
+  cli.signal('SIGHUP');
+  await cli.waitForStderr(/reload failed[^\n]*47 bytes/, 20000);
+  assert.equal(await connect(cli.port, 'TLSv1.3', { sessIn: underOld }), 'Reused');
+});
