@@ -5,6 +5,14 @@
 //   1. terminate, in front of HAProxy `http-request return` (a plain HTTP backend): h2load --h1
 //      -c 50, first with `Connection: close` (one TLS handshake per request: new connections/s),
 //      then kept alive (requests/s); CPU per request of the terminator from /proc/<pid>/stat.
+//      Then session resumption (issue 21): a client that offers the session of its previous
+//      connection on every reconnect, as wrk does (`openssl s_client -sess_in previous -sess_out
+//      next`, TLS 1.3, RESUME_CHAIN connections): the share of offered sessions resumed; and
+//      resumed connections/s from `openssl s_time -reuse` (TLS 1.2: s_time saves its session
+//      before a TLS 1.3 ticket can arrive). HAProxy runs with tls-ticket-keys, whose callback
+//      asks for no renewal under the current key: no TLS 1.3 ticket after a resumption, so
+//      every other connection of the chain is a full handshake (with OpenSSL's built-in keys,
+//      no tls-ticket-keys, HAProxy renews and resumes them all).
 //   2. proxy: curl downloads `proxyBytes` from a local HTTPS origin (Node https, zeros) through an
 //      https:// proxy's CONNECT tunnel into `benchtool sink` (checks every byte); MB/s as curl
 //      measured it, CPU s/GiB of the proxy.
@@ -12,11 +20,12 @@
 //      (`benchtool peer`) through the relay's public port to `benchtool sink` (checks zeros, times
 //      first to last byte); MB/s at the sink, CPU s/GiB of relay + agent together.
 // tools: native = the tls-splice commands, js-pump = plain Node, haproxy = terminate only.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
 import { BENCHTOOL, BENCH_DIR, Proc, ROOT, freePort, quote, shell, waitJson, waitListening } from './proc.mjs';
-import { haproxyBackend, haproxyTerminator } from './connections.mjs';
+import { haproxyBackend } from './connections.mjs';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 const CERT = path.join(FIXTURES, 'server.pem');
@@ -101,6 +110,59 @@ async function h2load(port, pid, { seconds, close, timeout }) {
   return { ...(await run(n)), probeRps: probe.rps };
 }
 
+// How many chained connections measure the resumed share (each is an s_client process).
+const RESUME_CHAIN = 40;
+
+// HAProxy as the terminator, with a tls-ticket-keys file (base64 lines of 48 bytes).
+function haproxyTicketTerminator(tmp, port, backendPort) {
+  const pem = path.join(tmp, 'server-with-key.pem');
+  fs.writeFileSync(pem, Buffer.concat([fs.readFileSync(CERT), fs.readFileSync(KEY)]));
+  const keys = path.join(tmp, 'ticket-keys');
+  fs.writeFileSync(keys, [0, 1, 2].map(() => crypto.randomBytes(48).toString('base64')).join('\n') + '\n');
+  const cfg = path.join(tmp, 'terminator-tickets.cfg');
+  fs.writeFileSync(cfg, [
+    'global', `  maxconn ${HAPROXY_MAXCONN}`,
+    'defaults', '  mode tcp', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
+    'frontend tls', `  bind 127.0.0.1:${port} ssl crt ${pem} tls-ticket-keys ${keys}`, '  default_backend plain',
+    'backend plain', `  server be 127.0.0.1:${backendPort}`,
+    '',
+  ].join('\n'));
+  return new Proc('haproxy terminator', 'haproxy', ['-db', '-f', cfg], UT);
+}
+
+// The wrk-like chain: each connection offers the session the previous one ended with.
+async function resumedShare(port, tmp, timeout) {
+  let previous = null;
+  let reused = 0;
+  for (let i = 0; i < RESUME_CHAIN; i++) fs.rmSync(path.join(tmp, `chain-${i}.sess`), { force: true });
+  for (let i = 0; i < RESUME_CHAIN; i++) {
+    const next = path.join(tmp, `chain-${i}.sess`);
+    const args = ['s_client', '-connect', addr(port), '-tls1_3', '-ign_eof', '-sess_out', next];
+    if (previous) args.push('-sess_in', previous);
+    const p = new Proc('s_client', 'sh', ['-c', `printf 'GET / HTTP/1.0\\r\\n\\r\\n' | openssl ${args.join(' ')} 2>/dev/null`]);
+    await p.wait(timeout);
+    if (previous && /^Reused,/m.test(p.stdout)) reused += 1;
+    // A connection that got no ticket leaves no session to offer (as wrk's SSL_clear reuse):
+    // the next one is a full handshake.
+    previous = fs.existsSync(next) && fs.statSync(next).size > 0 ? next : null;
+  }
+  return reused / (RESUME_CHAIN - 1);   // the first connection has nothing to offer
+}
+
+// openssl s_time -reuse: one session offered on every connection; prints 'r' for each resumed.
+async function resumedRate(port, seconds, timeout) {
+  const p = new Proc('s_time', 'openssl', ['s_time', '-connect', addr(port), '-reuse', '-tls1_2',
+    '-time', String(seconds)]);
+  await p.wait(timeout);
+  const m = /(\d+) connections in [\d.]+s;[^\n]*\n(\d+) connections in (\d+) real seconds/.exec(p.stdout);
+  if (!m) throw new Error(`s_time printed no summary:\n${p.stdout.slice(-1500)}`);
+  // One mark a connection: 'r' resumed, '*' (or 't', '3') a full handshake.
+  const after = p.stdout.split('Now timing with session id reuse')[1] ?? '';
+  const marks = after.split('\n').filter((line) => /^[*rt3]+$/.test(line.trim())).join('');
+  const resumed = (marks.match(/r/g) ?? []).length;
+  return { connections: Number(m[2]), resumed, rps: resumed / Number(m[3]) };
+}
+
 async function terminate(tool, { commandSeconds, tmp, timeout }) {
   const backendPort = freePort();
   const port = freePort();
@@ -108,7 +170,7 @@ async function terminate(tool, { commandSeconds, tmp, timeout }) {
   try {
     await waitListening(backendPort, { proc: procs[0] });
     let ut;
-    if (tool === 'haproxy') ut = haproxyTerminator(tmp, port, backendPort, HAPROXY_MAXCONN);
+    if (tool === 'haproxy') ut = haproxyTicketTerminator(tmp, port, backendPort);
     else if (tool === 'native') {
       ut = tlsSplice('terminate', ['--listen', addr(port), '--cert', CERT, '--key', KEY, '--to', addr(backendPort)]);
     } else ut = plainNode({ mode: 'terminate', port, to: backendPort, cert: CERT, key: KEY });
@@ -118,7 +180,9 @@ async function terminate(tool, { commandSeconds, tmp, timeout }) {
     const opts = { seconds: commandSeconds, timeout: (commandSeconds * 3 + 30) * 1000 };
     const close = await h2load(port, ut.child.pid, { ...opts, close: true });
     const keepAlive = await h2load(port, ut.child.pid, { ...opts, close: false });
-    return { close, keepAlive };
+    const resumed = { share: await resumedShare(port, tmp, timeout),
+      ...(await resumedRate(port, commandSeconds, opts.timeout)) };
+    return { close, keepAlive, resumed };
   } finally {
     for (const p of procs) p.kill();
     await Promise.all(procs.map((p) => p.exited));
@@ -244,6 +308,10 @@ export function commandFigures(raw) {
     termCpuMsPerKeptRequest: raw.terminate.keepAlive.cpuMsPerRequest,
     h2loadErrors: raw.terminate.close.errors + raw.terminate.keepAlive.errors,
   };
+  if (raw.terminate.resumed) {
+    f.termResumedShare = raw.terminate.resumed.share;
+    f.termResumedRps = raw.terminate.resumed.rps;
+  }
   if (raw.proxy) {
     f.proxyMBps = raw.proxy.bytesPerS / 1e6;
     f.proxyCpuPerGiB = raw.proxy.cpuS / (raw.proxy.bytes / GIB);
@@ -256,4 +324,4 @@ export function commandFigures(raw) {
 }
 
 export const COMMAND_FIGURES = ['termConnRate', 'termCpuMsPerConn', 'termKeepAliveRps', 'termCpuMsPerKeptRequest',
-  'h2loadErrors', 'proxyMBps', 'proxyCpuPerGiB', 'tunnelMBps', 'tunnelCpuPerGiB'];
+  'h2loadErrors', 'termResumedShare', 'termResumedRps', 'proxyMBps', 'proxyCpuPerGiB', 'tunnelMBps', 'tunnelCpuPerGiB'];

@@ -23,6 +23,8 @@ import type { SpliceEnd, SpliceHandle, SpliceOptions } from '../index';
 // command is serving (after `listening ADDR`); the process then lives until a signal.
 
 export type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
+/** One flag as given on the command line, in order (parseArgs with tokens: true). */
+export interface ArgToken { kind: string; name?: string; value?: string }
 export type ParsedValues = Record<string, string | boolean | (string | boolean)[] | undefined>;
 
 export interface Command {
@@ -34,7 +36,8 @@ export interface Command {
   help: string;
   /** parseArgs options; the common ones (COMMON_OPTIONS) are merged in by main. */
   options: OptionsConfig;
-  run(values: ParsedValues, positionals: string[]): Promise<void>;
+  /** tokens: parseArgs' tokens, for flags whose order matters (terminate's --cert/--key/--ocsp). */
+  run(values: ParsedValues, positionals: string[], tokens?: ArgToken[]): Promise<void>;
 }
 
 /** Flags every command accepts. */

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import {
-  COMMON_HELP, COMMON_OPTIONS, CliError, Command, EXIT_FAILURE, EXIT_USAGE, ParsedValues,
+  ArgToken, COMMON_HELP, COMMON_OPTIONS, CliError, Command, EXIT_FAILURE, EXIT_USAGE, ParsedValues,
   UsageError,
 } from './common';
 
@@ -81,11 +81,12 @@ export async function main(argv: string[]): Promise<number | undefined> {
   }
   let values: ParsedValues;
   let positionals: string[];
+  let tokens: ArgToken[];
   try {
-    ({ values, positionals } = parseArgs({
+    ({ values, positionals, tokens } = parseArgs({
       args: rest, options: { ...COMMON_OPTIONS, ...command.options }, strict: true,
-      allowPositionals: false,
-    }) as { values: ParsedValues; positionals: string[] });
+      allowPositionals: false, tokens: true,
+    }) as { values: ParsedValues; positionals: string[]; tokens: ArgToken[] });
   } catch (err) {
     process.stderr.write(`tls-splice ${name}: ${(err as Error).message}\n` +
       usageLine(name, command));
@@ -96,7 +97,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
     return 0;
   }
   try {
-    await command.run(values, positionals);
+    await command.run(values, positionals, tokens);
     return undefined;
   } catch (err) {
     if (err instanceof UsageError) {

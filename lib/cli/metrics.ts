@@ -22,6 +22,7 @@ export class Metrics {
   readonly #active: import('prom-client').Gauge;
   readonly #refused: import('prom-client').Counter;
   readonly #handshakeFailures: import('prom-client').Counter;
+  readonly #handshakes: import('prom-client').Counter;
   readonly #bytes: import('prom-client').Counter;
   readonly #ends: import('prom-client').Counter;
   readonly #engines: import('prom-client').Counter;
@@ -40,6 +41,9 @@ export class Metrics {
       help: 'TCP connections closed at once because --max-connections were open', registers });
     this.#handshakeFailures = new client.Counter({ name: 'tls_splice_handshake_failures_total',
       help: 'TLS handshakes that failed, by error code', labelNames: ['code'], registers });
+    this.#handshakes = new client.Counter({ name: 'tls_splice_handshakes_total',
+      help: 'TLS handshakes completed, by whether they resumed a session (ticket or PSK)',
+      labelNames: ['resumed'], registers });
     this.#bytes = new client.Counter({ name: 'tls_splice_bytes_total',
       help: 'Cleartext bytes carried by ended splices: from_client (to the backend) and ' +
         'to_client', labelNames: ['direction'], registers });
@@ -70,6 +74,10 @@ export class Metrics {
 
   handshakeFailed(code: string | undefined): void {
     this.#handshakeFailures.inc({ code: code ?? 'unknown' });
+  }
+
+  handshakeDone(resumed: boolean): void {
+    this.#handshakes.inc({ resumed: String(resumed) });
   }
 
   spliceStarted(engine: 'native' | 'js' | null): void {
