@@ -70,7 +70,15 @@ export type SpliceErrorCode =
   | 'ERR_TLS_SPLICE_NO_AGENT'
   | 'ERR_TLS_SPLICE_BAD_ANSWER'
   | 'ERR_TLS_SPLICE_TOO_MANY_PIPELINED'
-  | 'ERR_TLS_SPLICE_LINK_PROTOCOL';
+  | 'ERR_TLS_SPLICE_LINK_PROTOCOL'
+  // terminate's certificates, ticket keys and privileges (lib/cli/terminate/).
+  | 'ERR_TLS_SPLICE_NO_CERTIFICATE'
+  | 'ERR_TLS_SPLICE_CERT_DIR'
+  | 'ERR_TLS_SPLICE_OCSP'
+  | 'ERR_TLS_SPLICE_TICKET_KEYS'
+  | 'ERR_TLS_SPLICE_NO_USER'
+  | 'ERR_TLS_SPLICE_NO_GROUP'
+  | 'ERR_TLS_SPLICE_PRIVILEGES';
 
 // A code a SpliceError carries without owning it: a libuv name passed through from a socket
 // (EPIPE, ECONNREFUSED, ...), ERR_TLS_ALERT_<name> from the peer, Node's ABORT_ERR. Kept out of

@@ -428,7 +428,38 @@ function selfCheckReadableDecoding(): void {
   probe.destroy();
 }
 
+// OpenSSL's session-ticket key callback on a SecureContext (the native context behind
+// tls.createSecureContext(): enableTicketKeyCallback() and the onticketkeycallback it calls with
+// the ticket's key name, its IV and whether to encrypt, answering [result, hmacKey, aesKey, name,
+// iv]). Node's public API holds one ticket key per context; terminate's keyring needs several.
+export type TicketKeyCallback = (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[];
+
+interface TicketKeyContext {
+  enableTicketKeyCallback?: () => void;
+  onticketkeycallback?: TicketKeyCallback;
+}
+
+function ticketKeyContext(context: tls.SecureContext): TicketKeyContext | undefined {
+  return (context as unknown as { context?: TicketKeyContext }).context;
+}
+
+export function setTicketKeyCallback(context: tls.SecureContext, callback: TicketKeyCallback):
+  void {
+  const native = ticketKeyContext(context)!;
+  native.enableTicketKeyCallback!();
+  native.onticketkeycallback = callback;
+}
+
+function selfCheckTicketKeyCallback(): void {
+  const native = ticketKeyContext(tls.createSecureContext());
+  if (typeof native?.enableTicketKeyCallback !== 'function') {
+    throw unsupported('a SecureContext has no context.enableTicketKeyCallback() (the session ' +
+      'ticket key callback terminate uses for shared ticket keys)');
+  }
+}
+
 function noop(): void {}
 
 selfCheck();
 selfCheckReadableDecoding();
+selfCheckTicketKeyCallback();

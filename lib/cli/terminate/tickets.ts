@@ -5,14 +5,14 @@
 // Node 20's public API holds one key per context (ticketKeys, setTicketKeys): every SIGHUP
 // (setSecureContext) and every SNI context would otherwise get fresh random keys, and a rotation
 // would make every outstanding ticket useless. So each context gets OpenSSL's ticket key callback
-// through Node's SecureContext.enableTicketKeyCallback() (the native binding behind tls; the
-// callback is `onticketkeycallback` on the native context, given the ticket's key name, its IV
-// and whether to encrypt, answering [result, hmacKey, aesKey, name, iv]). The first key
-// encrypts; every key decrypts; every resumed session gets a fresh ticket (see #callback).
+// through Node's SecureContext.enableTicketKeyCallback() (setTicketKeyCallback() in
+// lib/internals.ts, checked at load). The first key encrypts; every key decrypts; every resumed
+// session gets a fresh ticket (see #callback).
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as tls from 'node:tls';
 
+import { setTicketKeyCallback } from '../../internals';
 import { CliError } from '../common';
 
 /** One key as Node's ticketKeys lays it out: 16 bytes name, 16 HMAC secret, 16 AES-128 key. */
@@ -106,9 +106,7 @@ export class TicketKeyring {
 
   /** Makes `context` encrypt and decrypt tickets with this keyring. */
   attach(context: tls.SecureContext): void {
-    const native = (context as unknown as { context: NativeContext }).context;
-    native.enableTicketKeyCallback();
-    native.onticketkeycallback = (name, _iv, encrypt) => this.#callback(name, encrypt);
+    setTicketKeyCallback(context, (name, _iv, encrypt) => this.#callback(name, encrypt));
   }
 
   #callback(name: Buffer, encrypt: boolean): unknown[] {
@@ -131,8 +129,3 @@ export class TicketKeyring {
 }
 
 const UNUSED = Buffer.alloc(16);
-
-interface NativeContext {
-  enableTicketKeyCallback(): void;
-  onticketkeycallback?: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[];
-}
