@@ -29,6 +29,8 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
+import { childMessage } from './lib/proc.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -162,17 +164,7 @@ async function clients() {
 // ---- driver ---------------------------------------------------------------------------------------
 
 function once(child, type) {
-  return new Promise((resolve, reject) => {
-    const onMessage = (msg) => {
-      if (msg.type !== type) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve(msg);
-    };
-    const onExit = (code) => reject(new Error(`connection-cost: a child exited (${code}) before '${type}'`));
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
+  return childMessage(child, type, 'connection-cost');
 }
 
 async function runCase(kind, opts) {

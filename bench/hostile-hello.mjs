@@ -28,6 +28,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 
 import { bigClientHello, fragmentHandshake } from '../test/helpers/big-hello.mjs';
+import { childMessage } from './lib/proc.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(HERE);
@@ -125,17 +126,7 @@ async function server(kind, handshakeTimeout) {
 // ---- the driver (client) --------------------------------------------------------------------------
 
 function once(child, type) {
-  return new Promise((resolve, reject) => {
-    const onMessage = (msg) => {
-      if (msg.type !== type) return;
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-      resolve(msg);
-    };
-    const onExit = (code) => reject(new Error(`hostile-hello: the server exited (${code}) before '${type}'`));
-    child.on('message', onMessage);
-    child.on('exit', onExit);
-  });
+  return childMessage(child, type, 'hostile-hello');
 }
 
 async function ask(child, type, extra = {}) {

@@ -203,3 +203,19 @@ export function deleteNetns(name) {
     execFileSync('ip', ['netns', 'del', name], { stdio: 'ignore' });
   } catch { /* already gone */ }
 }
+
+// The next IPC message of `type` from a forked child; rejects, naming `who`, if the child exits
+// first.
+export function childMessage(child, type, who) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (msg) => {
+      if (msg.type !== type) return;
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+      resolve(msg);
+    };
+    const onExit = (code) => reject(new Error(`${who}: a child exited (${code}) before '${type}'`));
+    child.on('message', onMessage);
+    child.on('exit', onExit);
+  });
+}
