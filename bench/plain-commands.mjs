@@ -3,7 +3,7 @@
 // way a user would with a plain Node pipe (tls.createServer / tls.connect / net.connect +
 // pipe()), no tls-splice. Also the scenario's HTTPS origin. One process per program:
 //
-//   node bench/plain-commands.mjs '{"mode":"terminate","port":P,"to":B,"cert":F,"key":F}'
+//   node bench/plain-commands.mjs '{"mode":"terminate","port":P,"to":B,"cert":F,"key":F,"statsPort":S}'
 //   node bench/plain-commands.mjs '{"mode":"proxy","port":P,"cert":F,"key":F}'            CONNECT only
 //   node bench/plain-commands.mjs '{"mode":"relay","agentsPort":A,"port":P,"cert":F,"key":F,"ca":F}'
 //   node bench/plain-commands.mjs '{"mode":"agent","relayPort":A,"to":B,"cert":F,"key":F,"ca":F,"pool":4}'
@@ -11,6 +11,7 @@
 //
 // Prints "listening" (the agent: "connected") once ready, like the commands.
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -49,11 +50,16 @@ function readHead(sock, sep, fn) {
 }
 
 if (spec.mode === 'terminate') {
+  // Handshakes by kind, for the bench's share of sessions resumed: GET on statsPort (if given)
+  // answers {"full":N,"resumed":N}.
+  const handshakes = { full: 0, resumed: 0 };
   const server = tls.createServer({ cert: read(spec.cert), key: read(spec.key) }, (client) => {
+    handshakes[client.isSessionReused() ? 'resumed' : 'full'] += 1;
     const backend = net.connect(spec.to, HOST);
     join(client, backend);
   });
   server.on('tlsClientError', () => {});
+  if (spec.statsPort) http.createServer((req, res) => res.end(JSON.stringify(handshakes))).listen(spec.statsPort, HOST);
   server.listen(spec.port, HOST, () => console.log('listening'));
 } else if (spec.mode === 'proxy') {
   const server = tls.createServer({ cert: read(spec.cert), key: read(spec.key), ALPNProtocols: ['http/1.1'] }, (client) => {

@@ -5,14 +5,19 @@
 //   1. terminate, in front of HAProxy `http-request return` (a plain HTTP backend): h2load --h1
 //      -c 50, first with `Connection: close` (one TLS handshake per request: new connections/s),
 //      then kept alive (requests/s); CPU per request of the terminator from /proc/<pid>/stat.
-//      Then session resumption (issue 21): a client that offers the session of its previous
-//      connection on every reconnect, as wrk does (`openssl s_client -sess_in previous -sess_out
-//      next`, TLS 1.3, RESUME_CHAIN connections): the share of offered sessions resumed; and
-//      resumed connections/s from `openssl s_time -reuse` (TLS 1.2: s_time saves its session
-//      before a TLS 1.3 ticket can arrive). HAProxy runs with tls-ticket-keys, whose callback
-//      asks for no renewal under the current key: no TLS 1.3 ticket after a resumption, so
-//      every other connection of the chain is a full handshake (with OpenSSL's built-in keys,
-//      no tls-ticket-keys, HAProxy renews and resumes them all).
+//      Then session resumption (issue 21), as wrk does it: `wrk -c WRK_CONNECTIONS -H
+//      'Connection: close'` reconnects each connection slot after every response and offers the
+//      session the slot's previous connection ended with (SSL_clear keeps it). The server counts
+//      full and resumed handshakes (terminate: tls_splice_handshakes_total{resumed} on
+//      --metrics; plain Node: isSessionReused() on a stats port; HAProxy: ssl_sess and
+//      ssl_reused_sess of `show stat` on its stats socket), before and after: share resumed =
+//      resumed / (all handshakes - one first full handshake per slot), and resumed
+//      connections/s over wrk's run. Also a chain of RESUME_CHAIN `openssl s_client -sess_in
+//      previous -sess_out next` (TLS 1.3), the share of offered sessions resumed as OpenSSL's
+//      client sees it. HAProxy runs with tls-ticket-keys, whose callback asks for no renewal
+//      under the current key: no TLS 1.3 ticket after a resumption, so every other connection
+//      of a chain is a full handshake (with OpenSSL's built-in keys, no tls-ticket-keys,
+//      HAProxy renews and resumes them all).
 //   2. proxy: curl downloads `proxyBytes` from a local HTTPS origin (Node https, zeros) through an
 //      https:// proxy's CONNECT tunnel into `benchtool sink` (checks every byte); MB/s as curl
 //      measured it, CPU s/GiB of the proxy.
@@ -22,6 +27,7 @@
 // tools: native = the tls-splice commands, js-pump = plain Node, haproxy = terminate only.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 
 import { BENCHTOOL, BENCH_DIR, Proc, ROOT, freePort, quote, shell, waitJson, waitListening } from './proc.mjs';
@@ -113,15 +119,16 @@ async function h2load(port, pid, { seconds, close, timeout }) {
 // How many chained connections measure the resumed share (each is an s_client process).
 const RESUME_CHAIN = 40;
 
-// HAProxy as the terminator, with a tls-ticket-keys file (base64 lines of 48 bytes).
-function haproxyTicketTerminator(tmp, port, backendPort) {
+// HAProxy as the terminator, with a tls-ticket-keys file (base64 lines of 48 bytes) and a stats
+// socket (statsSocket) for its handshake counts.
+function haproxyTicketTerminator(tmp, port, backendPort, statsSocket) {
   const pem = path.join(tmp, 'server-with-key.pem');
   fs.writeFileSync(pem, Buffer.concat([fs.readFileSync(CERT), fs.readFileSync(KEY)]));
   const keys = path.join(tmp, 'ticket-keys');
   fs.writeFileSync(keys, [0, 1, 2].map(() => crypto.randomBytes(48).toString('base64')).join('\n') + '\n');
   const cfg = path.join(tmp, 'terminator-tickets.cfg');
   fs.writeFileSync(cfg, [
-    'global', `  maxconn ${HAPROXY_MAXCONN}`,
+    'global', `  maxconn ${HAPROXY_MAXCONN}`, `  stats socket ${statsSocket} mode 600 level user`,
     'defaults', '  mode tcp', '  timeout client 60s', '  timeout connect 5s', '  timeout server 60s',
     'frontend tls', `  bind 127.0.0.1:${port} ssl crt ${pem} tls-ticket-keys ${keys}`, '  default_backend plain',
     'backend plain', `  server be 127.0.0.1:${backendPort}`,
@@ -149,18 +156,60 @@ async function resumedShare(port, tmp, timeout) {
   return reused / (RESUME_CHAIN - 1);   // the first connection has nothing to offer
 }
 
-// openssl s_time -reuse: one session offered on every connection; prints 'r' for each resumed.
-async function resumedRate(port, seconds, timeout) {
-  const p = new Proc('s_time', 'openssl', ['s_time', '-connect', addr(port), '-reuse', '-tls1_2',
-    '-time', String(seconds)]);
+// wrk's connection slots in the resumption phase: each slot's first handshake is a full one.
+const WRK_CONNECTIONS = 50;
+
+// { full, resumed } handshakes the terminator has completed so far, from its own counters.
+async function terminateHandshakes(metricsPort) {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const count = (v) => Number(new RegExp(`^tls_splice_handshakes_total\\{resumed="${v}"[^}]*\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+  return { full: count('false'), resumed: count('true') };
+}
+
+const plainHandshakes = async (statsPort) => (await fetch(`http://127.0.0.1:${statsPort}/`)).json();
+
+// HAProxy's frontend counters: ssl_sess counts full handshakes, ssl_reused_sess resumed ones.
+function haproxyHandshakes(statsSocket) {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const c = net.connect(statsSocket);
+    c.on('error', reject);
+    c.on('data', (d) => { out += d; });
+    c.on('end', () => {
+      const [head, ...rows] = out.split('\n').map((line) => line.split(','));
+      const col = (name) => head.indexOf(name === 'pxname' ? '# pxname' : name);
+      const fe = rows.find((r) => r[col('pxname')] === 'tls' && r[col('svname')] === 'FRONTEND');
+      if (!fe || col('ssl_sess') < 0) reject(new Error(`HAProxy's show stat has no ssl counters:\n${out.slice(0, 500)}`));
+      else resolve({ full: Number(fe[col('ssl_sess')]), resumed: Number(fe[col('ssl_reused_sess')]) });
+    });
+    c.end('show stat\n');
+  });
+}
+
+// wrk -H 'Connection: close': one handshake a request, each slot offering its last session.
+async function wrkResumed(port, handshakes, seconds, timeout) {
+  const a = await handshakes();
+  const p = new Proc('wrk (Connection: close)', 'wrk', ['-t', '2', '-c', String(WRK_CONNECTIONS), '-d', `${seconds}s`,
+    '-H', 'Connection: close', `https://127.0.0.1:${port}/`]);
   await p.wait(timeout);
-  const m = /(\d+) connections in [\d.]+s;[^\n]*\n(\d+) connections in (\d+) real seconds/.exec(p.stdout);
-  if (!m) throw new Error(`s_time printed no summary:\n${p.stdout.slice(-1500)}`);
-  // One mark a connection: 'r' resumed, '*' (or 't', '3') a full handshake.
-  const after = p.stdout.split('Now timing with session id reuse')[1] ?? '';
-  const marks = after.split('\n').filter((line) => /^[*rt3]+$/.test(line.trim())).join('');
-  const resumed = (marks.match(/r/g) ?? []).length;
-  return { connections: Number(m[2]), resumed, rps: resumed / Number(m[3]) };
+  const b = await handshakes();
+  const m = /(\d+) requests in ([\d.]+)(m?s)/.exec(p.stdout);
+  if (p.done.code !== 0 || !m) throw new Error(`wrk failed (${JSON.stringify(p.done)}): ${p.stderr}${p.stdout.slice(-1500)}`);
+  const wrkSeconds = Number(m[2]) * (m[3] === 'ms' ? 1e-3 : 1);
+  const full = b.full - a.full;
+  const resumed = b.resumed - a.resumed;
+  // Every request had its own connection: fewer handshakes than requests means the counters
+  // were not read right.
+  if (full + resumed < Number(m[1])) {
+    throw new Error(`the terminator counted ${full + resumed} handshakes for wrk's ${m[1]} requests`);
+  }
+  const errors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(p.stdout);
+  return {
+    requests: Number(m[1]), seconds: wrkSeconds, full, resumed,
+    socketErrors: errors ? errors.slice(1).reduce((x, y) => x + Number(y), 0) : 0,
+    share: resumed / Math.max(1, full + resumed - WRK_CONNECTIONS),
+    rps: resumed / wrkSeconds,
+  };
 }
 
 async function terminate(tool, { commandSeconds, tmp, timeout }) {
@@ -170,18 +219,29 @@ async function terminate(tool, { commandSeconds, tmp, timeout }) {
   try {
     await waitListening(backendPort, { proc: procs[0] });
     let ut;
-    if (tool === 'haproxy') ut = haproxyTicketTerminator(tmp, port, backendPort);
-    else if (tool === 'native') {
-      ut = tlsSplice('terminate', ['--listen', addr(port), '--cert', CERT, '--key', KEY, '--to', addr(backendPort)]);
-    } else ut = plainNode({ mode: 'terminate', port, to: backendPort, cert: CERT, key: KEY });
+    let handshakes;
+    if (tool === 'haproxy') {
+      const statsSocket = path.join(tmp, 'haproxy-stats.sock');
+      ut = haproxyTicketTerminator(tmp, port, backendPort, statsSocket);
+      handshakes = () => haproxyHandshakes(statsSocket);
+    } else if (tool === 'native') {
+      const metricsPort = freePort();
+      ut = tlsSplice('terminate', ['--listen', addr(port), '--cert', CERT, '--key', KEY, '--to', addr(backendPort),
+        '--metrics', addr(metricsPort)]);
+      handshakes = () => terminateHandshakes(metricsPort);
+    } else {
+      const statsPort = freePort();
+      ut = plainNode({ mode: 'terminate', port, to: backendPort, cert: CERT, key: KEY, statsPort });
+      handshakes = () => plainHandshakes(statsPort);
+    }
     procs.push(ut);
     if (tool === 'haproxy') await waitListening(port, { proc: ut });
     else await ut.waitFor(/listening/);
     const opts = { seconds: commandSeconds, timeout: (commandSeconds * 3 + 30) * 1000 };
     const close = await h2load(port, ut.child.pid, { ...opts, close: true });
     const keepAlive = await h2load(port, ut.child.pid, { ...opts, close: false });
-    const resumed = { share: await resumedShare(port, tmp, timeout),
-      ...(await resumedRate(port, commandSeconds, opts.timeout)) };
+    const resumed = { ...(await wrkResumed(port, handshakes, commandSeconds, opts.timeout)),
+      chainShare: await resumedShare(port, tmp, timeout) };
     return { close, keepAlive, resumed };
   } finally {
     for (const p of procs) p.kill();
@@ -311,6 +371,7 @@ export function commandFigures(raw) {
   if (raw.terminate.resumed) {
     f.termResumedShare = raw.terminate.resumed.share;
     f.termResumedRps = raw.terminate.resumed.rps;
+    f.termChainResumedShare = raw.terminate.resumed.chainShare;
   }
   if (raw.proxy) {
     f.proxyMBps = raw.proxy.bytesPerS / 1e6;
@@ -324,4 +385,5 @@ export function commandFigures(raw) {
 }
 
 export const COMMAND_FIGURES = ['termConnRate', 'termCpuMsPerConn', 'termKeepAliveRps', 'termCpuMsPerKeptRequest',
-  'h2loadErrors', 'termResumedShare', 'termResumedRps', 'proxyMBps', 'proxyCpuPerGiB', 'tunnelMBps', 'tunnelCpuPerGiB'];
+  'h2loadErrors', 'termResumedShare', 'termResumedRps', 'termChainResumedShare',
+  'proxyMBps', 'proxyCpuPerGiB', 'tunnelMBps', 'tunnelCpuPerGiB'];

@@ -165,6 +165,7 @@ function commandsTable(s) {
       `${withSpread(x.termKeepAliveRps, 0)} | ${r(t, node, 'termKeepAliveRps')} | ${r(t, haproxy, 'termKeepAliveRps')} | ` +
       `${withSpread(x.termCpuMsPerKeptRequest, 3)} | ${fmt(x.h2loadErrors?.median, 0)} |`);
   }
+  lines.push('', ...resumptionRows(s, name, r));
   lines.push('', '| proxy / tunnel | proxy MB/s (min–max) | vs plain Node | proxy CPU s/GiB | vs plain Node | ' +
     'tunnel MB/s (min–max) | vs plain Node | relay+agent CPU s/GiB | vs plain Node |', '|---|---|---|---|---|---|---|---|---|');
   for (const t of s.tools) {
@@ -174,6 +175,30 @@ function commandsTable(s) {
       `${withSpread(x.proxyCpuPerGiB)} | ${r(t, node, 'proxyCpuPerGiB')} | ${withSpread(x.tunnelMBps, 0)} | ` +
       `${r(t, node, 'tunnelMBps')} | ${withSpread(x.tunnelCpuPerGiB)} | ${r(t, node, 'tunnelCpuPerGiB')} |`);
   }
+  return lines;
+}
+
+// Session resumption through the terminators (issue 21): wrk's reconnections, counted by the server.
+function resumptionRows(s, name, r) {
+  const by = (tool) => s.tools.find((t) => t.tool === tool);
+  const node = by('js-pump');
+  const haproxy = by('haproxy');
+  const lines = [
+    '| terminate, session resumption | share of offered sessions resumed (wrk) | resumed connections/s (min–max) | ' +
+      'vs plain Node | vs HAProxy | share resumed (s_client chain, TLS 1.3) |',
+    '|---|---|---|---|---|---|',
+  ];
+  for (const t of s.tools) {
+    const x = t.summary;
+    if (!x.termResumedShare) continue;
+    lines.push(`| ${name[t.tool] ?? t.tool}${failures(t)} | ${pct(x.termResumedShare)} | ${withSpread(x.termResumedRps, 0)} | ` +
+      `${r(t, node, 'termResumedRps')} | ${r(t, haproxy, 'termResumedRps')} | ${pct(x.termChainResumedShare)} |`);
+  }
+  lines.push('', 'Resumption: `wrk -t 2 -c 50 -H \'Connection: close\'` for the phase length; each connection slot ' +
+    'offers the session its previous connection ended with. The terminator counts its handshakes (tls-splice: ' +
+    '`tls_splice_handshakes_total{resumed}` on --metrics; plain Node: `isSessionReused()`; HAProxy: `ssl_sess` / ' +
+    '`ssl_reused_sess` of `show stat`); share = resumed / (all − 50 first handshakes), goal ≥ 99%. s_client chain: ' +
+    '40 `openssl s_client -sess_in previous -sess_out next`, share of reconnections `Reused`.');
   return lines;
 }
 
