@@ -316,6 +316,39 @@ describe('hostile peer: authentic records right before a bad one are delivered',
             delivered: Buffer.concat([a0, a1]) });
         });
       });
+    // The JS engine (every suite the native one does not carry, CBC ones among them): what
+    // Node's OpenSSL decrypted before the bad record is authentic and reaches the slow target
+    // too, before the splice ends with the error (it used to be dropped with the sink's queue).
+    test(`${version}, JS engine: 2 MiB + bad tag to a slow target: everything authenticated is delivered`,
+      { timeout: CASE_TIMEOUT }, async () => {
+        const sink = await unixSink();
+        const opts = { version, sink, spliceOptions: { engine: 'js' } };
+        await withPair(`${version} js slow+bad`, opts, async (pair, { a0, A }) => {
+          const { far } = pair.sink;
+          const a1 = A.next(2 * 1024 * 1024);
+          far.pause();
+          const slow = setInterval(() => far.read(Math.min(4096, far.readableLength) || undefined), 1);
+          let end;
+          try {
+            const good = pair.hostile.data(a1);
+            const bad = pair.hostile.tamper(pair.hostile.data(Buffer.alloc(10)), -1, 1);
+            await pair.hostile.send(Buffer.concat([good, bad]));
+            end = await pair.ended(CASE_TIMEOUT / 2);
+          } finally {
+            clearInterval(slow);
+            far.resume();
+          }
+          assert.equal(end.reason, 'error');
+          assert.equal(end.engine, 'js');
+          assert.match(end.error?.code ?? '', /BAD_RECORD_MAC|DECRYPTION_FAILED|CIPHER_OPERATION_FAILED/, end.error?.message);
+          const delivered = Buffer.concat([a0, a1]);
+          await pair.sink.waitFor(delivered.length);
+          assert.equal(end.undeliveredIn, 0, 'undeliveredIn');
+          await delay(20);
+          assert.equal(pair.sink.length, delivered.length, 'sink length');
+          assert.equal(pair.sink.hash(), sha256(delivered), 'sink bytes');
+        });
+      });
   }
 });
 
