@@ -7,6 +7,7 @@
         "src-native/cipher_suite.cc",
         "src-native/key_schedule.cc",
         "src-native/aead.cc",
+        "src-native/cbc.cc",
         "src-native/record_protection.cc",
         "src-native/post_handshake.cc",
         "src-native/record_layer.cc",

@@ -350,7 +350,8 @@ void Splice::update_watches(bool yield) {
                                  cut_packet(config_.framing, plain_in_.begin(),
                                             plain_in_.size()).status == CutStatus::kPacket)));
   const bool source_wanted = out_state_ == OutState::kOpen && config_.deliver_out && !fd_eof_ &&
-                             cipher_out_.size() == 0 && !layer_.has_pending_control();
+                             !failing_after_delivery_ && cipher_out_.size() == 0 &&
+                             !layer_.has_pending_control();
 
   watch(&tcp_, tcp_events, &want_idle);
   if (closing_) return;

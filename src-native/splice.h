@@ -210,6 +210,10 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool step_in(size_t* budget);
   bool step_out(size_t* budget);
   bool flush_in(bool* progress);
+  // The record layer failed: write the cleartext opened before the bad record to the fd, then
+  // fail with the record layer's error.
+  bool deliver_before_failing(bool* progress);
+  static void on_deliver_before_failing_timeout(uv_timer_t* handle);
   // A read filled all it asked for: move max_chunk_ per read from now on.
   void grow_in_chunk();
   void grow_out_chunk();
@@ -305,6 +309,9 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool cipher_in_needs_more_ = true;
   bool fd_eof_ = false;
   bool stopping_ = false;
+  // The record layer failed; the cleartext authenticated before it is still going to the fd
+  // (deliver_before_failing). Nothing more is read from either source meanwhile.
+  bool failing_after_delivery_ = false;
   bool closing_ = false;
   bool started_ = false;
   std::atomic<bool> closed_{false};

@@ -45,6 +45,9 @@ constexpr uint64_t kFinRecheckMaxMs = 1000;
 // checked before the reset (an RST discards what the target has not acknowledged yet).
 constexpr uint64_t kResetDrainTickMs = 5;
 constexpr uint64_t kResetDrainMaxMs = 2000;
+// After a bad record: how long the fd may take to accept the cleartext authenticated before it
+// before the splice fails anyway (the rest is counted in undelivered_in).
+constexpr uint64_t kDeliverBeforeFailingMaxMs = 5000;
 // A pipe's kernel buffer is 64 KiB by default: every 64 KiB write fills it and the pump and the
 // reader ping-pong through EAGAIN and wakeups. 1 MiB (Linux's default pipe-max-size) lets whole
 // batches through; measured in bench/: TLS -> pipe from 1.56 to 0.93 CPU s/GiB.

@@ -19,6 +19,7 @@ using namespace splice_internal;
 bool Splice::step_in(size_t* budget) {
   if (in_state_ == InState::kDone) return false;
   bool progress = false;
+  if (failing_after_delivery_) return deliver_before_failing(&progress);
   if (!flush_in(&progress)) return progress;
 
   // Open the whole records already received while there is room for their cleartext.
@@ -35,13 +36,13 @@ bool Splice::step_in(size_t* budget) {
     }
     cipher_in_needs_more_ = false;
     if (r.outcome == ReadOutcome::kError) {
-      // The records opened before the bad one (or the peer's fatal alert) are authentic: deliver
-      // them first, as far as the fd takes them without blocking; the rest is reported in
-      // undelivered_in. Otherwise what reaches the fd would depend on whether TCP happened to
-      // hand over the good records and the bad one in the same read.
-      bool flushed = false;
-      flush_in(&flushed);
-      fail_record_layer();
+      // The records opened before the bad one (or the peer's fatal alert) are authentic: they
+      // reach the fd first, however long it takes it to accept them (bounded by
+      // kDeliverBeforeFailingMaxMs), then the splice fails. Otherwise what reaches the fd would
+      // depend on whether TCP happened to hand over the good records and the bad one in the same
+      // read, and on how full the fd was at that moment.
+      failing_after_delivery_ = true;
+      deliver_before_failing(&progress);
       return true;
     }
     cipher_in_.start += r.consumed;
@@ -120,6 +121,30 @@ bool Splice::step_in(size_t* budget) {
     progress = true;
   }
   return progress;
+}
+
+bool Splice::deliver_before_failing(bool* progress) {
+  // Nothing more is read from TCP or opened: only the cleartext already authenticated moves.
+  cipher_in_needs_more_ = false;
+  if (!flush_in(progress)) {
+    if (!closing_ && !linger_timer_initialized_ && uv_timer_init(loop_, &linger_timer_) == 0) {
+      linger_timer_.data = this;
+      linger_timer_initialized_ = true;
+      open_handles_++;
+      uv_timer_start(&linger_timer_, on_deliver_before_failing_timeout,
+                     kDeliverBeforeFailingMaxMs, 0);
+    }
+    return *progress;
+  }
+  fail_record_layer();
+  return true;
+}
+
+void Splice::on_deliver_before_failing_timeout(uv_timer_t* handle) {
+  // The fd did not take the authenticated cleartext in time: the rest is counted in
+  // undelivered_in.
+  Splice* self = static_cast<Splice*>(handle->data);
+  if (!self->closing_) self->fail_record_layer();
 }
 
 bool Splice::flush_in(bool* progress) {

@@ -69,7 +69,10 @@ bool Splice::step_out(size_t* budget) {
 
   switch (out_state_) {
     case OutState::kOpen:
-      if (config_.deliver_out && !fd_eof_) return read_out(budget) || progress;
+      // A peer whose record failed gets nothing more of the user's.
+      if (config_.deliver_out && !fd_eof_ && !failing_after_delivery_) {
+        return read_out(budget) || progress;
+      }
       return progress;
     case OutState::kClosing: {
       // RFC 8446 6.1: "Each party MUST send a "close_notify" alert before closing its write

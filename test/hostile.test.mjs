@@ -11,11 +11,15 @@
 // Cases that must NOT end the splice (warning alerts, KeyUpdates, HelloRequest, records after
 // close_notify) check both directions byte for byte instead.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { PrngStream, sha256 } from './helpers/data.mjs';
 import {
-  ALERT, ALERT_LEVEL, CONTENT, HANDSHAKE, MAX_CIPHERTEXT, openPair,
+  ALERT, ALERT_LEVEL, CONTENT, HANDSHAKE, MAX_CIPHERTEXT, Sink, openPair,
 } from './helpers/hostile-peer.mjs';
 import { assertFdsBack, assertRssBounded, snapshot } from './helpers/resources.mjs';
 
@@ -83,7 +87,9 @@ after(async () => {
 // Opens a pair, moves some bytes both ways (the session works), runs `attack`, cleans up, and
 // checks the fds are back.
 async function withPair(name, opts, body) {
-  const pair = await openPair(opts);
+  const { sink, ...rest } = opts;
+  const pair = await openPair(sink ? { ...rest, target: sink.near } : rest);
+  if (sink) pair.sink = sink;
   try {
     const A = new PrngStream(`${name}-A`);
     const B = new PrngStream(`${name}-B`);
@@ -284,8 +290,92 @@ describe('hostile peer: authentic records right before a bad one are delivered',
           delivered: Buffer.concat([a0, a1]) });
       });
     });
+    // A target slower than the peer: its socket is full whenever the splice reaches the bad
+    // record, so the records opened just before it cannot all be written at once. They must
+    // still reach it, in full, before the splice ends (they used to be dropped: undeliveredIn
+    // 49152 on AES-GCM).
+    test(`${version}: 2 MiB + bad tag to a slow target: everything authenticated is delivered`,
+      { timeout: CASE_TIMEOUT }, async () => {
+        const sink = await unixSink();
+        await withPair(`${version} slow+bad`, { version, sink }, async (pair, { a0, A }) => {
+          const { far } = pair.sink;
+          const a1 = A.next(2 * 1024 * 1024);
+          far.pause();
+          // At most 4 KiB a millisecond: far slower than the splice writes.
+          const slow = setInterval(() => far.read(Math.min(4096, far.readableLength) || undefined), 1);
+          try {
+            const good = pair.hostile.data(a1);
+            const bad = pair.hostile.tamper(pair.hostile.data(Buffer.alloc(10)), -1, 1);
+            await pair.hostile.send(Buffer.concat([good, bad]));
+            await pair.ended(CASE_TIMEOUT / 2);
+          } finally {
+            clearInterval(slow);
+            far.resume();
+          }
+          await expectFatal(pair, { code: 'ERR_TLS_SPLICE_BAD_RECORD_MAC', alert: 'bad_record_mac',
+            delivered: Buffer.concat([a0, a1]) });
+        });
+      });
+    // The JS engine (every suite the native one does not carry, CBC ones among them): what
+    // Node's OpenSSL decrypted before the bad record is authentic and reaches the slow target
+    // too, before the splice ends with the error (it used to be dropped with the sink's queue).
+    test(`${version}, JS engine: 2 MiB + bad tag to a slow target: everything authenticated is delivered`,
+      { timeout: CASE_TIMEOUT }, async () => {
+        const sink = await unixSink();
+        const opts = { version, sink, spliceOptions: { engine: 'js' } };
+        await withPair(`${version} js slow+bad`, opts, async (pair, { a0, A }) => {
+          const { far } = pair.sink;
+          const a1 = A.next(2 * 1024 * 1024);
+          far.pause();
+          const slow = setInterval(() => far.read(Math.min(4096, far.readableLength) || undefined), 1);
+          let end;
+          try {
+            const good = pair.hostile.data(a1);
+            const bad = pair.hostile.tamper(pair.hostile.data(Buffer.alloc(10)), -1, 1);
+            await pair.hostile.send(Buffer.concat([good, bad]));
+            end = await pair.ended(CASE_TIMEOUT / 2);
+          } finally {
+            clearInterval(slow);
+            far.resume();
+          }
+          assert.equal(end.reason, 'error');
+          assert.equal(end.engine, 'js');
+          assert.match(end.error?.code ?? '', /BAD_RECORD_MAC|DECRYPTION_FAILED|CIPHER_OPERATION_FAILED/, end.error?.message);
+          const delivered = Buffer.concat([a0, a1]);
+          await pair.sink.waitFor(delivered.length);
+          assert.equal(end.undeliveredIn, 0, 'undeliveredIn');
+          await delay(20);
+          assert.equal(pair.sink.length, delivered.length, 'sink length');
+          assert.equal(pair.sink.hash(), sha256(delivered), 'sink bytes');
+        });
+      });
   }
 });
+
+// A Sink over a Unix stream socket: its buffer is the fixed net.core.wmem_default (no TCP
+// autotuning growing it to megabytes), so a slow reader keeps it full.
+async function unixSink() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hostile-sink-'));
+  const file = path.join(dir, 'sink.sock');
+  const server = net.createServer({ allowHalfOpen: true });
+  try {
+    await new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(file, resolve);
+    });
+    const accepted = new Promise((resolve) => server.once('connection', resolve));
+    const near = net.connect({ path: file, allowHalfOpen: true });
+    near.on('error', () => {});
+    await new Promise((resolve, reject) => {
+      near.once('connect', resolve);
+      near.once('error', reject);
+    });
+    return new Sink(near, await accepted);
+  } finally {
+    server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 // The other side of the size limits: the largest legal records are opened and delivered.
 describe('hostile peer: the largest legal records are accepted', () => {

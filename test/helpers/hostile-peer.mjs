@@ -22,7 +22,7 @@
 //   MAX_CIPHERTEXT                               { 'TLSv1.3': 2^14 + 256, 'TLSv1.2': 2^14 + 2048 }
 //   openPair({ version, suite, underTest, spliceOptions, target, timeout }) -> Pair
 //       underTest: 'server' (default) or 'client': which end is the spliced side; the hostile
-//       peer is the other. spliceOptions go to spliceTo() (engine is always 'native').
+//       peer is the other. spliceOptions go to spliceTo() (engine 'native' unless they say).
 //       target: the splice target instead of a Sink (pair.sink is then null).
 //   Pair
 //       .hostile (HostilePeer), .sink (Sink), .handle (SpliceHandle), .version, .suite
@@ -354,7 +354,7 @@ class Pair {
       [serverSocket, client, clientKeylog] : [client, serverSocket, serverKeylog];
     for (const s of this.#sockets) s.on('error', () => {});
     if (target === undefined) this.sink = await Sink.open();
-    this.handle = spliceTo(testSocket, target ?? this.sink.near, { ...spliceOptions, engine: 'native' });
+    this.handle = spliceTo(testSocket, target ?? this.sink.near, { engine: 'native', ...spliceOptions });
     const [session] = await Promise.all([captureSession(hostileSocket), this.handle.start()]);
     this.#hostileSocket = hostileSocket;
     this.hostile = new HostilePeer(session, keylog);
