@@ -21,7 +21,9 @@ import { connect, spliceTo } from '../dist/index.js';
 import { binding } from '../dist/binding.js';
 import { PrngStream, prngBytes, sha256 } from './helpers/data.mjs';
 import { ALERT, ALERT_LEVEL, openPair } from './helpers/hostile-peer.mjs';
-import { assertFdsBack, assertRssBounded, fdCount, gc, snapshot } from './helpers/resources.mjs';
+import {
+  assertFdsBack, assertMemoryBounded, assertRssBounded, fdCount, gc, memorySnapshot, snapshot,
+} from './helpers/resources.mjs';
 import { withTimeout } from './helpers/scenarios.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -592,16 +594,21 @@ describe('fault: 1,000 concurrent splices stopped at random moments', () => {
       // splice, but how much a round reaches depends on how much the splices had moved when
       // stopped, which varies with the machine's load (44 to 199 MiB a round seen): one round did
       // not always reach the high-water mark (+5.9, +13.4 and +48.6 MiB on a second round). Two
-      // rounds set it; a third must reuse it, not add to it. A leak grows every round.
+      // rounds mostly set it; a third must mostly reuse it. A leak grows every round.
       await round(0, ports, reports);
       await round(1, ports, reports);
       await assertFdsBack(start.fds, `after ${2 * COUNT} splices`, { timeout: 15000 });
-      const warm = await snapshot();
+      const warm = await memorySnapshot();
       await round(2, ports, reports);
       await assertFdsBack(start.fds, `after ${3 * COUNT} splices`, { timeout: 15000 });
-      const growth = await assertRssBounded(warm.rss, 48 * 1024 * 1024, 'the third round over the first two');
       console.log(`# RSS: +${((warm.rss - start.rss) / 1048576).toFixed(1)} MiB after rounds 0-1 ` +
-        `(allocator high-water mark), ${growth < 0 ? '' : '+'}${(growth / 1048576).toFixed(1)} MiB after round 2`);
+        '(allocator high-water mark)');
+      // A splice that leaked its native state would add about 300 KiB a splice, 290 MiB a round;
+      // a leak of a third of it still shows. Two rounds do not always set the allocator's
+      // high-water mark: it reached 133 MiB in one run and 235 MiB in the next (Node 24), and the
+      // third round of the first run then added 57 MiB without any leak.
+      await assertMemoryBounded(warm, { native: 96 * 1024 * 1024, js: 16 * 1024 * 1024 },
+        'the third round over the first two');
 
       peers.send({ type: 'exit' });
       await withTimeout(new Promise((resolve) => peers.once('exit', resolve)), 10000, 'the peers exiting');

@@ -13,6 +13,7 @@
 //                                            with the last count after `timeout` ms (never rejects:
 //                                            the caller asserts, with fdList() in the message)
 //   snapshot() -> Promise<{ fds, rss }>      after a GC
+//   memorySnapshot() -> { rss, native, js }   after a GC; assertMemoryBounded(before, bounds, what)
 //   assertFdsBack(baseline, what, { timeout })       fd count back to baseline exactly
 //   assertRssBounded(baseline, maxGrowthBytes, what) RSS (after a GC) within baseline + max;
 //                                            returns the growth. Not asserted under AddressSanitizer
@@ -105,4 +106,29 @@ export async function assertRssBounded(baseline, maxGrowthBytes, what) {
     `${what}: RSS grew by ${mb(rss - baseline)} (baseline ${mb(baseline)}, now ${mb(rss)}), ` +
     `more than ${mb(maxGrowthBytes)}`);
   return rss - baseline;
+}
+
+// Memory after a GC, split where a leak would show: `native` is RSS less V8's heap reservation
+// (native buffers, the allocator's arenas, OpenSSL), `js` the V8 heap still in use. V8 may keep a
+// larger heap reserved after a busy round without retaining anything (Node 24 and later grow it
+// more eagerly), which RSS alone would take for a leak.
+export async function memorySnapshot() {
+  await gc();
+  const { rss, heapTotal, heapUsed } = process.memoryUsage();
+  return { rss, native: rss - heapTotal, js: heapUsed };
+}
+
+export async function assertMemoryBounded(baseline, { native, js }, what) {
+  const now = await memorySnapshot();
+  const mb = (n) => `${(n / 1048576).toFixed(1)} MiB`;
+  const growth = { native: now.native - baseline.native, js: now.js - baseline.js,
+    rss: now.rss - baseline.rss };
+  console.log(`# ${what}: native +${mb(growth.native)}, V8 heap in use +${mb(growth.js)}, ` +
+    `RSS +${mb(growth.rss)}`);
+  if (underAsan) return growth;
+  assert.ok(growth.native <= native, `${what}: native memory grew by ${mb(growth.native)} ` +
+    `(RSS less V8's heap), more than ${mb(native)}`);
+  assert.ok(growth.js <= js, `${what}: the V8 heap in use grew by ${mb(growth.js)}, ` +
+    `more than ${mb(js)}`);
+  return growth;
 }
