@@ -59,6 +59,9 @@ const PACKET_QUEUE_LIMIT = 64;
 // After a graceful stop, how long the peer may go on sending before we close anyway (as the
 // native engine's kLingerMs).
 const STOP_LINGER_MS = 2000;
+// How long a failing splice keeps writing what it had already taken in to a slow target (the
+// native engine's kDeliverBeforeFailingMaxMs).
+const DELIVER_BEFORE_FAILING_MS = 5000;
 
 interface Sink {
   write(chunk: Buffer, done: (err?: Error | null) => void): boolean;
@@ -340,7 +343,8 @@ export class JsEngine implements Engine {
     this.watchTransport();
     // Half-close is part of the splice's contract: the peer ending must not end our side.
     keepWritableAfterEnd(tlsSocket);
-    tlsSocket.on('error', (err) => this.fail(err));
+    // What Node decrypted before a bad record is authentic: it reaches the target first.
+    tlsSocket.on('error', (err) => this.failAfterFlush(err));
     tlsSocket.on('close', () => {
       if (!this.inDone || !this.outDone) this.fail(this.framingFailure ?? connectionClosed());
     });
@@ -834,12 +838,23 @@ export class JsEngine implements Engine {
 
   // As in the native engine, the whole packets cut before bad bytes still reach the fd; then the
   // splice fails. Nothing more is read from the peer meanwhile.
+  // A target that never reads gets DELIVER_BEFORE_FAILING_MS, as natively; what it did not take
+  // is reported as undeliveredIn.
   private failAfterFlush(err: Error, extra: Partial<EngineEndInfo> = {}): void {
     if (this.closed || this.framingFailure) return;
     this.framingFailure = err;
     this.tlsSocket.pause();
     this.tlsSocket.removeListener('data', this.onTlsData);
-    if (this.sink) this.sink.flushed(() => this.fail(err, extra)); else this.fail(err, extra);
+    if (!this.sink) {
+      this.fail(err, extra);
+      return;
+    }
+    const timer = setTimeout(() => this.fail(err, extra), DELIVER_BEFORE_FAILING_MS);
+    timer.unref();
+    this.sink.flushed(() => {
+      clearTimeout(timer);
+      this.fail(err, extra);
+    });
   }
 
   private fail(err: Error, extra: Partial<EngineEndInfo> = {}): void {

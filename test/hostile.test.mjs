@@ -341,12 +341,19 @@ describe('hostile peer: authentic records right before a bad one are delivered',
           assert.equal(end.reason, 'error');
           assert.equal(end.engine, 'js');
           assert.match(end.error?.code ?? '', /BAD_RECORD_MAC|DECRYPTION_FAILED|CIPHER_OPERATION_FAILED/, end.error?.message);
-          const delivered = Buffer.concat([a0, a1]);
-          await pair.sink.waitFor(delivered.length);
+          // Everything Node handed the engine reaches the target. How much of the 2 MiB Node
+          // hands over before it meets the bad record depends on its OpenSSL (3.0: all of it;
+          // Node 26's 3.5 stops some 250 KiB short), so the target must hold exactly what the
+          // engine took in: a prefix of the peer's stream, nothing dropped (on Node 26 the engine
+          // used to drop its queue for the target, undeliveredIn > 0).
+          const sent = Buffer.concat([a0, a1]);
+          assert.ok(end.stats.bytesIn <= sent.length, `bytesIn ${end.stats.bytesIn}`);
+          assert.ok(end.stats.bytesIn > a0.length, `bytesIn ${end.stats.bytesIn}`);
+          await pair.sink.waitFor(end.stats.bytesIn);
           assert.equal(end.undeliveredIn, 0, 'undeliveredIn');
           await delay(20);
-          assert.equal(pair.sink.length, delivered.length, 'sink length');
-          assert.equal(pair.sink.hash(), sha256(delivered), 'sink bytes');
+          assert.equal(pair.sink.length, end.stats.bytesIn, 'sink length');
+          assert.equal(pair.sink.hash(), sha256(sent.subarray(0, end.stats.bytesIn)), 'sink bytes');
         });
       });
   }
