@@ -8,6 +8,8 @@ export interface DerivedTls13Keys {
 }
 
 export interface DerivedTls12KeyBlock {
+  clientMacKey: Buffer;   // AES-CBC suites; empty for AEAD suites
+  serverMacKey: Buffer;
   clientKey: Buffer;
   clientIv: Buffer;
   serverKey: Buffer;
@@ -19,7 +21,9 @@ export interface OpenRecordParams {
   cipherSuite: number;    // IANA id
   secret?: Buffer;        // TLS 1.3 traffic secret
   key?: Buffer;           // TLS 1.2 write key
-  iv?: Buffer;            // TLS 1.2 fixed IV
+  iv?: Buffer;            // TLS 1.2 fixed IV (AEAD suites)
+  macKey?: Buffer;        // TLS 1.2 AES-CBC MAC key
+  encryptThenMac?: boolean; // TLS 1.2 AES-CBC: the session negotiated RFC 7366
   seq: bigint;
   record: Buffer;         // one whole record, header included
 }
@@ -47,6 +51,9 @@ export interface FdPoller {
 export interface NativeBinding {
   isNativeSuite(version: number, cipherSuite: number): boolean;
   cipherSuiteName(version: number, cipherSuite: number): string | undefined;
+  // Why a session of this (native) suite cannot be spliced natively on this machine (an AES-CBC
+  // suite with MAC-then-encrypt and no constant-time cipher), or null when it can.
+  cbcRefusal(version: number, cipherSuite: number, encryptThenMac: boolean): string | null;
   deriveTls13Keys(cipherSuite: number, secret: Buffer): DerivedTls13Keys;
   deriveTls12KeyBlock(cipherSuite: number, masterSecret: Buffer, clientRandom: Buffer,
     serverRandom: Buffer): DerivedTls12KeyBlock;

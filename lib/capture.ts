@@ -47,6 +47,9 @@ export interface CapturedSession {
   readIv?: Buffer;
   writeKey?: Buffer;
   writeIv?: Buffer;
+  readMacKey?: Buffer;            // TLS 1.2 AES-CBC (from the key block)
+  writeMacKey?: Buffer;
+  encryptThenMac: boolean;        // TLS 1.2 AES-CBC: RFC 7366 was negotiated
   readSeq: bigint;                // sequence number of the next record we will read
   writeSeq: bigint;               // sequence number of the next record we will write
   // TLS 1.2 AES-GCM: the nonce_explicit of the next record we will write. OpenSSL starts it at a
@@ -157,8 +160,16 @@ function checkCapturable(tlsSocket: tls.TLSSocket, tap: RecordTap, endHeld = fal
   if (!binding.isNativeSuite(version, hello.cipherSuite)) {
     const name = tlsSocket.getCipher()?.standardName ?? `0x${hello.cipherSuite.toString(16)}`;
     throw refuse('ERR_TLS_SPLICE_UNSUPPORTED_CIPHER',
-      `The session uses ${name}; the native engine supports only AES-GCM and ChaCha20-Poly1305 ` +
-      "suites: restrict ciphers to AEAD suites or use engine: 'js'");
+      `The session uses ${name}; the native engine supports AES-GCM and ChaCha20-Poly1305 ` +
+      'suites, and AES-CBC with ECDHE or PSK key exchange: restrict ciphers to those or use ' +
+      "engine: 'js'");
+  }
+  const cbcRefusal = binding.cbcRefusal(version, hello.cipherSuite, hello.encryptThenMac);
+  if (cbcRefusal !== null) {
+    const name = tlsSocket.getCipher()?.standardName ?? `0x${hello.cipherSuite.toString(16)}`;
+    throw refuse('ERR_TLS_SPLICE_UNSUPPORTED_CIPHER',
+      `The session uses ${name} and ${cbcRefusal}: negotiate encrypt_then_mac or an AEAD suite, ` +
+      "or use engine: 'js'");
   }
   if (tap.failure) throw tap.failure;
   const standardName = tlsSocket.getCipher()?.standardName;
@@ -241,6 +252,8 @@ interface DirectionKeys {
   secret?: Buffer;
   key?: Buffer;
   iv?: Buffer;
+  macKey?: Buffer;            // TLS 1.2 AES-CBC
+  encryptThenMac?: boolean;
   // The keys derived once for every record opened with them (made at the first open).
   opener?: RecordOpener;
 }
@@ -248,6 +261,7 @@ interface DirectionKeys {
 function openAt(version: number, suite: number, keys: DirectionKeys, seq: bigint, record: Buffer) {
   keys.opener ??= new binding.RecordOpener({
     version, cipherSuite: suite, secret: keys.secret, key: keys.key, iv: keys.iv,
+    macKey: keys.macKey, encryptThenMac: keys.encryptThenMac,
   });
   return keys.opener.open(seq, record);
 }
@@ -405,8 +419,12 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
   } else {
     const block = binding.deriveTls12KeyBlock(suite, tap.secret('CLIENT_RANDOM')!, clientRandom,
       serverRandom);
-    const clientKeys = { key: block.clientKey, iv: block.clientIv };
-    const serverKeys = { key: block.serverKey, iv: block.serverIv };
+    const cbc = block.clientMacKey.length > 0;
+    const etm = cbc ? hello.encryptThenMac : undefined;
+    const clientKeys = { key: block.clientKey, iv: block.clientIv,
+      macKey: cbc ? block.clientMacKey : undefined, encryptThenMac: etm };
+    const serverKeys = { key: block.serverKey, iv: block.serverIv,
+      macKey: cbc ? block.serverMacKey : undefined, encryptThenMac: etm };
     readKeys = tap.isServer ? clientKeys : serverKeys;
     writeKeys = tap.isServer ? serverKeys : clientKeys;
   }
@@ -437,6 +455,7 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     writeSeq,
     writeExplicitNonce,
     maxFragmentLength,
+    encryptThenMac: hello.encryptThenMac,
     tlsSocket,
   };
   if (version === kTls13) {
@@ -447,6 +466,8 @@ function deriveSession(tlsSocket: tls.TLSSocket, tap: RecordTap):
     session.readIv = readKeys.iv;
     session.writeKey = writeKeys.key;
     session.writeIv = writeKeys.iv;
+    session.readMacKey = readKeys.macKey;
+    session.writeMacKey = writeKeys.macKey;
   }
   return { session, closeNotifyRead: isCloseNotify(read.last) };
 }

@@ -23,6 +23,7 @@ export const HandshakeType = {
 
 export const ExtensionType = {
   maxFragmentLength: 1,
+  encryptThenMac: 22,
   supportedVersions: 43,
 } as const;
 
@@ -175,6 +176,8 @@ export interface ServerHelloInfo {
   // TLS 1.2 only: max_fragment_length echoed by the server (TLS 1.3 carries it in
   // EncryptedExtensions).
   maxFragmentLength: number | undefined;
+  // TLS 1.2: the server agreed to encrypt_then_mac (RFC 7366), which changes CBC records.
+  encryptThenMac: boolean;
 }
 
 export function parseServerHello(body: Buffer): ServerHelloInfo {
@@ -189,6 +192,7 @@ export function parseServerHello(body: Buffer): ServerHelloInfo {
   reader.u8();                            // legacy_compression_method
   let version = legacyVersion;
   let maxFragmentLength: number | undefined;
+  let encryptThenMac = false;
   if (reader.remaining > 0) {
     const extensions = parseExtensions(reader.vector16(), what);
     reader.expectEnd();
@@ -203,8 +207,14 @@ export function parseServerHello(body: Buffer): ServerHelloInfo {
       if (mfl.length !== 1) throw badHandshake(`${what}: max_fragment_length is not one byte`);
       maxFragmentLength = maxFragmentLengthFromCode(mfl[0], what);
     }
+    const etm = extensions.get(ExtensionType.encryptThenMac);
+    if (etm !== undefined) {
+      // RFC 7366 2: the extension_data field is empty.
+      if (etm.length !== 0) throw badHandshake(`${what}: encrypt_then_mac is not empty`);
+      encryptThenMac = true;
+    }
   }
-  return { random, isHelloRetryRequest, version, cipherSuite, maxFragmentLength };
+  return { random, isHelloRetryRequest, version, cipherSuite, maxFragmentLength, encryptThenMac };
 }
 
 export interface EncryptedExtensionsInfo {

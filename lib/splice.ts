@@ -514,7 +514,9 @@ export class SpliceHandle extends EventEmitter {
         // All keys in one Buffer, which native wipes in place (layout: splice_binding.cc).
         keys: Buffer.concat((session.versionId === 0x0304
           ? [session.readSecret, session.writeSecret]
-          : [session.readKey, session.readIv, session.writeKey, session.writeIv]) as Buffer[]),
+          : [session.readKey, session.readIv, session.readMacKey ?? Buffer.alloc(0),
+            session.writeKey, session.writeIv, session.writeMacKey ?? Buffer.alloc(0)]) as Buffer[]),
+        encryptThenMac: session.encryptThenMac,
         readSeq: session.readSeq,
         writeSeq: session.writeSeq,
         writeExplicitNonce: session.writeExplicitNonce,
@@ -556,7 +558,8 @@ export class SpliceHandle extends EventEmitter {
       // The native side holds its own duplicate of every fd and its own copy of the keys.
       binding.closeFd(session.fd);
       for (const secret of [session.readSecret, session.writeSecret, session.readKey,
-        session.readIv, session.writeKey, session.writeIv]) {
+        session.readIv, session.writeKey, session.writeIv, session.readMacKey,
+        session.writeMacKey]) {
         secret?.fill(0);
       }
     }

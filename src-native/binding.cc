@@ -61,6 +61,16 @@ Napi::Value IsNativeSuite(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), get_suite(info[0], info[1]) != nullptr);
 }
 
+// cbcRefusal(version, cipherSuite, encryptThenMac): why a session of this suite cannot be
+// spliced natively here (cipher_suite.h cbc_refusal()), or null when it can.
+Napi::Value CbcRefusal(const Napi::CallbackInfo& info) {
+  const CipherSuite* suite = get_suite(info[0], info[1]);
+  const char* refusal =
+      suite == nullptr ? nullptr : cbc_refusal(*suite, info[2].ToBoolean().Value());
+  if (refusal == nullptr) return info.Env().Null();
+  return Napi::String::New(info.Env(), refusal);
+}
+
 Napi::Value CipherSuiteName(const Napi::CallbackInfo& info) {
   const CipherSuite* suite = get_suite(info[0], info[1]);
   if (suite == nullptr) return info.Env().Undefined();
@@ -108,6 +118,9 @@ Napi::Value DeriveTls12KeyBlock(const Napi::CallbackInfo& info) {
     return throw_coded(env, "ERR_TLS_SPLICE_INTERNAL", "TLS 1.2 PRF failed in OpenSSL");
   }
   Napi::Object result = Napi::Object::New(env);
+  const size_t mac = suite->cbc ? cbc_mac_length(suite->mac) : 0;
+  result.Set("clientMacKey", copy_buffer(env, block.client_write_mac_key, mac));
+  result.Set("serverMacKey", copy_buffer(env, block.server_write_mac_key, mac));
   result.Set("clientKey", copy_buffer(env, block.client_write_key, suite->key_length));
   result.Set("clientIv", copy_buffer(env, block.client_write_iv, suite->fixed_iv_length));
   result.Set("serverKey", copy_buffer(env, block.server_write_key, suite->key_length));
@@ -132,8 +145,9 @@ bool get_u64(const Napi::Value& value, uint64_t* out) {
   return false;
 }
 
-// The keys of one direction from params { version, cipherSuite, secret } (TLS 1.3) or
-// { version, cipherSuite, key, iv } (TLS 1.2), at sequence `seq`, for opening. Throws (returns
+// The keys of one direction from params { version, cipherSuite, secret } (TLS 1.3),
+// { version, cipherSuite, key, iv } (TLS 1.2 AEAD) or { version, cipherSuite, key, macKey,
+// encryptThenMac } (TLS 1.2 CBC), at sequence `seq`, for opening. Throws (returns
 // false with a pending exception) on a bad shape.
 bool init_opening(Napi::Env env, const char* what, const Napi::Object& params, uint64_t seq,
                   RecordProtection* out_protection) {
@@ -143,6 +157,14 @@ bool init_opening(Napi::Env env, const char* what, const Napi::Object& params, u
     const uint8_t* secret = nullptr;
     ok = get_bytes(params.Get("secret"), hash_length(suite->hash), &secret) &&
          out_protection->init_tls13(*suite, secret, seq, false);
+  } else if (suite != nullptr && suite->cbc) {
+    const uint8_t* key = nullptr;
+    const uint8_t* mac_key = nullptr;
+    ok = get_bytes(params.Get("key"), suite->key_length, &key) &&
+         get_bytes(params.Get("macKey"), cbc_mac_length(suite->mac), &mac_key) &&
+         out_protection->init_tls12_cbc(*suite, key, mac_key,
+                                        params.Get("encryptThenMac").ToBoolean().Value(), seq,
+                                        false) == CbcInitStatus::kOk;
   } else if (suite != nullptr) {
     const uint8_t* key = nullptr;
     const uint8_t* iv = nullptr;
@@ -152,7 +174,8 @@ bool init_opening(Napi::Env env, const char* what, const Napi::Object& params, u
   }
   if (!ok) {
     throw_coded(env, "ERR_TLS_SPLICE_INVALID_ARG",
-                (std::string(what) + ": bad version, cipherSuite, secret, key or iv").c_str());
+                (std::string(what) + ": bad version, cipherSuite, secret, key, iv or macKey")
+                    .c_str());
   }
   return ok;
 }
@@ -401,6 +424,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("isNativeSuite", Napi::Function::New(env, IsNativeSuite, "isNativeSuite"));
+  exports.Set("cbcRefusal", Napi::Function::New(env, CbcRefusal, "cbcRefusal"));
   exports.Set("cipherSuiteName", Napi::Function::New(env, CipherSuiteName, "cipherSuiteName"));
   exports.Set("deriveTls13Keys", Napi::Function::New(env, DeriveTls13Keys, "deriveTls13Keys"));
   exports.Set("deriveTls12KeyBlock",

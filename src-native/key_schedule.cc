@@ -140,17 +140,24 @@ bool derive_tls12_key_block(const CipherSuite& suite, const uint8_t* master_secr
   uint8_t seed[2 * kRandomLength];
   std::memcpy(seed, server_random, kRandomLength);
   std::memcpy(seed + kRandomLength, client_random, kRandomLength);
+  const size_t mac = suite.cbc ? cbc_mac_length(suite.mac) : 0;
   const size_t key = suite.key_length;
   const size_t iv = suite.fixed_iv_length;
-  uint8_t block[2 * kMaxKeyLength + 2 * kAeadNonceLength];
+  uint8_t block[2 * kMaxMacKeyLength + 2 * kMaxKeyLength + 2 * kAeadNonceLength];
   const bool ok = tls12_prf(suite.hash, master_secret, kTls12MasterSecretLength,
-                            "key expansion", seed, sizeof(seed), block, 2 * key + 2 * iv);
+                            "key expansion", seed, sizeof(seed), block,
+                            2 * mac + 2 * key + 2 * iv);
   if (ok) {
+    // RFC 5246 6.3: client_write_MAC_key, server_write_MAC_key, client_write_key,
+    // server_write_key, client_write_IV, server_write_IV.
     std::memset(out_block, 0, sizeof(*out_block));
-    std::memcpy(out_block->client_write_key, block, key);
-    std::memcpy(out_block->server_write_key, block + key, key);
-    std::memcpy(out_block->client_write_iv, block + 2 * key, iv);
-    std::memcpy(out_block->server_write_iv, block + 2 * key + iv, iv);
+    const uint8_t* p = block;
+    std::memcpy(out_block->client_write_mac_key, p, mac), p += mac;
+    std::memcpy(out_block->server_write_mac_key, p, mac), p += mac;
+    std::memcpy(out_block->client_write_key, p, key), p += key;
+    std::memcpy(out_block->server_write_key, p, key), p += key;
+    std::memcpy(out_block->client_write_iv, p, iv), p += iv;
+    std::memcpy(out_block->server_write_iv, p, iv);
   }
   wipe(block, sizeof(block));
   return ok;

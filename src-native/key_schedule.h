@@ -35,6 +35,8 @@ bool tls12_prf(HashAlgorithm hash, const uint8_t* secret, size_t secret_length,
                uint8_t* out, size_t out_length);
 
 struct Tls12KeyBlock {
+  uint8_t client_write_mac_key[kMaxMacKeyLength];  // CBC: cbc_mac_length(suite.mac) bytes
+  uint8_t server_write_mac_key[kMaxMacKeyLength];
   uint8_t client_write_key[kMaxKeyLength];
   uint8_t server_write_key[kMaxKeyLength];
   uint8_t client_write_iv[kAeadNonceLength];  // suite.fixed_iv_length bytes are used
@@ -42,7 +44,8 @@ struct Tls12KeyBlock {
 };
 
 // RFC 5246 6.3: key_block = PRF(master_secret, "key expansion", server_random + client_random).
-// AEAD suites have no MAC keys, so the block is two keys then two fixed IVs.
+// The block is two MAC keys (CBC suites only; AEAD suites have none), two keys, then two fixed
+// IVs (AEAD suites only: TLS 1.2 CBC records carry their IV).
 bool derive_tls12_key_block(const CipherSuite& suite, const uint8_t* master_secret,
                             const uint8_t* client_random, const uint8_t* server_random,
                             Tls12KeyBlock* out_block);

@@ -74,6 +74,13 @@ bool RecordLayer::init(const SessionKeys& keys, bool is_server) {
     return read_.init_tls13(*suite, keys.read_secret, keys.read_seq, false) &&
            write_.init_tls13(*suite, keys.write_secret, keys.write_seq, true);
   }
+  if (suite->cbc) {
+    return read_.init_tls12_cbc(*suite, keys.read_key, keys.read_mac_key, keys.encrypt_then_mac,
+                                keys.read_seq, false) == CbcInitStatus::kOk &&
+           write_.init_tls12_cbc(*suite, keys.write_key, keys.write_mac_key,
+                                 keys.encrypt_then_mac, keys.write_seq, true) ==
+               CbcInitStatus::kOk;
+  }
   return read_.init_tls12(*suite, keys.read_key, keys.read_iv, keys.read_seq, false) &&
          write_.init_tls12(*suite, keys.write_key, keys.write_iv, keys.write_seq, true,
                            keys.has_write_explicit_nonce ? keys.write_explicit_nonce

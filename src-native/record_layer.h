@@ -31,6 +31,11 @@ struct SessionKeys {
   uint8_t read_iv[kAeadNonceLength] = {};
   uint8_t write_key[kMaxKeyLength] = {};
   uint8_t write_iv[kAeadNonceLength] = {};
+  // TLS 1.2 AES-CBC: MAC keys (cbc_mac_length(suite.mac) bytes), and whether the ServerHello
+  // carried encrypt_then_mac (RFC 7366).
+  uint8_t read_mac_key[kMaxMacKeyLength] = {};
+  uint8_t write_mac_key[kMaxMacKeyLength] = {};
+  bool encrypt_then_mac = false;
   uint64_t read_seq = 0;
   uint64_t write_seq = 0;
   // TLS 1.2 AES-GCM: the explicit nonce of the next record we seal. OpenSSL starts it at a
@@ -107,7 +112,8 @@ struct RecordLayerStats {
 
 class RecordLayer {
  public:
-  // Returns false when the suite is not implemented natively or OpenSSL fails.
+  // Returns false when the suite is not implemented natively (for a CBC suite: see
+  // cbc_refusal()) or OpenSSL fails.
   bool init(const SessionKeys& keys, bool is_server);
 
   // Reads the record at the start of `in`. `out` must have kMaxOpenedLength bytes of room.

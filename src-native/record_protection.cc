@@ -1,5 +1,6 @@
 #include "record_protection.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "key_schedule.h"
@@ -38,6 +39,7 @@ RecordProtection::~RecordProtection() { wipe_keys(); }
 void RecordProtection::wipe() {
   wipe_keys();
   aead_.reset();
+  cbc_.reset();
   suite_ = nullptr;
 }
 
@@ -82,6 +84,38 @@ bool RecordProtection::init_tls12(const CipherSuite& suite, const uint8_t* key,
   return aead_.init(suite.aead, key_, suite.key_length, sealing);
 }
 
+CbcInitStatus RecordProtection::init_tls12_cbc(const CipherSuite& suite, const uint8_t* key,
+                                               const uint8_t* mac_key, bool encrypt_then_mac,
+                                               uint64_t seq, bool sealing) {
+  if (suite.version != TlsVersion::kTls12 || !suite.cbc) return CbcInitStatus::kFailed;
+  wipe_keys();
+  aead_.reset();
+  suite_ = &suite;
+  sealing_ = sealing;
+  seq_ = seq;
+  return cbc_.init(cbc_params(suite, encrypt_then_mac), key, mac_key, sealing);
+}
+
+OpenStatus RecordProtection::open_cbc(const uint8_t* header, const uint8_t* body,
+                                      size_t body_length, uint8_t* out,
+                                      OpenedRecord* out_record) {
+  const uintptr_t in_at = reinterpret_cast<uintptr_t>(body);
+  const uintptr_t out_at = reinterpret_cast<uintptr_t>(out);
+  if (out_at < in_at + body_length && in_at < out_at + body_length) {
+    return OpenStatus::kInternalError;  // cbc.h: out must not overlap body
+  }
+  const ContentType type = static_cast<ContentType>(header[0]);
+  size_t length = 0;
+  // Length, IV, padding and MAC failures are one answer, so none can be told from another.
+  if (!cbc_.open(seq_, type, body, body_length, out, &length)) return OpenStatus::kBadRecordMac;
+  // RFC 5246 6.2.1: the plaintext "MUST NOT exceed 2^14"; known only once it is authentic.
+  if (length > kMaxPlaintextLength) return OpenStatus::kRecordOverflow;
+  seq_++;
+  out_record->type = type;
+  out_record->plaintext_length = length;
+  return OpenStatus::kOk;
+}
+
 bool RecordProtection::update_traffic_secret() {
   if (!is_tls13()) return false;
   uint8_t next[kMaxSecretLength];
@@ -106,6 +140,7 @@ OpenStatus RecordProtection::open(const uint8_t* header, const uint8_t* body, si
   if (suite_ == nullptr || sealing_) return OpenStatus::kInternalError;
   // The sequence number must not wrap (RFC 8446 5.3, RFC 5246 6.1); checked before decrypting.
   if (seq_ == UINT64_MAX) return OpenStatus::kSequenceExhausted;
+  if (suite_->cbc) return open_cbc(header, body, body_length, out, out_record);
   uint8_t nonce[kAeadNonceLength];
 
   if (is_tls13()) {
@@ -164,6 +199,7 @@ OpenStatus RecordProtection::open(const uint8_t* header, const uint8_t* body, si
 }
 
 size_t RecordProtection::sealed_length(size_t plaintext_length) const {
+  if (suite_->cbc) return kRecordHeaderLength + cbc_.sealed_body_length(plaintext_length);
   size_t length = kRecordHeaderLength + plaintext_length + kAeadTagLength;
   if (is_tls13()) {
     length += 1;  // inner content type; no padding is added
@@ -182,6 +218,13 @@ size_t RecordProtection::seal(ContentType type, const uint8_t* plaintext, size_t
   uint8_t* body = out + kRecordHeaderLength;
   put_u16(header + 1, kRecordVersion);
   put_u16(header + 3, total - kRecordHeaderLength);
+  if (suite_->cbc) {
+    header[0] = static_cast<uint8_t>(type);
+    if (cbc_.seal(seq_, type, plaintext, plaintext_length, body) != total - kRecordHeaderLength)
+      return 0;
+    seq_++;
+    return total;
+  }
   uint8_t nonce[kAeadNonceLength];
 
   if (is_tls13()) {

@@ -7,6 +7,7 @@
 // TLS 1.2 GCM (RFC 5288 3): nonce = 4-byte salt || 8-byte explicit nonce carried in the record;
 //   AAD = seq || type || version || plaintext length (RFC 5246 6.2.3.3).
 // TLS 1.2 ChaCha20-Poly1305 (RFC 7905 2): nonce = iv XOR seq; AAD as for GCM.
+// TLS 1.2 AES-CBC (RFC 5246 6.2.3.2, RFC 7366): explicit IV, HMAC and padding; cbc.h.
 #ifndef TLS_SPLICE_RECORD_PROTECTION_H_
 #define TLS_SPLICE_RECORD_PROTECTION_H_
 
@@ -14,6 +15,7 @@
 #include <cstdint>
 
 #include "aead.h"
+#include "cbc.h"
 #include "cipher_suite.h"
 #include "tls_constants.h"
 
@@ -51,6 +53,12 @@ class RecordProtection {
                   uint64_t seq, bool sealing);
   bool init_tls12(const CipherSuite& suite, const uint8_t* key, const uint8_t* fixed_iv,
                   uint64_t seq, bool sealing, uint64_t explicit_nonce);
+  // TLS 1.2 AES-CBC: a write key and a MAC key (suite.key_length and cbc_mac_length(suite.mac)
+  // bytes), MAC-then-encrypt or, when the session negotiated it, encrypt-then-MAC (RFC 7366).
+  // kNoConstantTimeCipher: see cbc.h; the caller must not use this session natively.
+  CbcInitStatus init_tls12_cbc(const CipherSuite& suite, const uint8_t* key,
+                               const uint8_t* mac_key, bool encrypt_then_mac, uint64_t seq,
+                               bool sealing);
   // RFC 8446 4.6.3: move to the next traffic secret and restart the sequence at 0.
   bool update_traffic_secret();
   // Sets the sequence number of the next record: trial decryption at capture opens records at
@@ -58,7 +66,8 @@ class RecordProtection {
   void set_seq(uint64_t seq) { seq_ = seq; }
 
   // Opens one record. `header` is its 5-byte header and `body` its `body_length` bytes.
-  // `out` must have room for body_length bytes; it may equal `body` (in-place).
+  // `out` must have room for body_length bytes; it may equal `body` (in-place), except with
+  // AES-CBC, where it must not overlap `body`.
   // The sequence number advances only when kOk is returned.
   OpenStatus open(const uint8_t* header, const uint8_t* body, size_t body_length, uint8_t* out,
                   OpenedRecord* out_record);
@@ -79,6 +88,8 @@ class RecordProtection {
   bool is_tls13() const { return suite_ && suite_->version == TlsVersion::kTls13; }
 
  private:
+  OpenStatus open_cbc(const uint8_t* header, const uint8_t* body, size_t body_length,
+                      uint8_t* out, OpenedRecord* out_record);
   void make_xor_nonce(uint8_t out_nonce[kAeadNonceLength]) const;
   bool install_tls13_keys();
   void wipe_keys();
@@ -91,6 +102,7 @@ class RecordProtection {
   uint8_t key_[kMaxKeyLength] = {};
   uint8_t iv_[kAeadNonceLength] = {};
   Aead aead_;
+  CbcProtection cbc_;  // TLS 1.2 AES-CBC suites; it holds their keys
 };
 
 }  // namespace tls_splice

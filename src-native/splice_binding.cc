@@ -224,11 +224,14 @@ class Params {
 // The `keys` parameter: every key of the session in one Buffer, which the binding wipes in place
 // as soon as it has copied it (lib/splice.ts packs it; the JS side keeps no other copy).
 //   TLS 1.3: read traffic secret || write traffic secret   (hash length each: 32 or 48 bytes)
-//   TLS 1.2: read key || read fixed IV || write key || write fixed IV
-//            (suite key length: 16 or 32; fixed IV: 4 for AES-GCM, 12 for ChaCha20-Poly1305)
-constexpr size_t kMaxPackedKeysLength = 2 * kMaxSecretLength > 2 * (kMaxKeyLength + kAeadNonceLength)
+//   TLS 1.2: read key || read fixed IV || read MAC key || write key || write fixed IV ||
+//            write MAC key (suite key length: 16 or 32; fixed IV: 4 for AES-GCM, 12 for
+//            ChaCha20-Poly1305, none for AES-CBC; MAC key: AES-CBC only, 20, 32 or 48)
+constexpr size_t kMaxPackedTls12KeysLength =
+    2 * (kMaxKeyLength + kAeadNonceLength + kMaxMacKeyLength);
+constexpr size_t kMaxPackedKeysLength = 2 * kMaxSecretLength > kMaxPackedTls12KeysLength
                                             ? 2 * kMaxSecretLength
-                                            : 2 * (kMaxKeyLength + kAeadNonceLength);
+                                            : kMaxPackedTls12KeysLength;
 
 // Splits a packed keys Buffer (see above) into `keys`; false when its length is not the suite's.
 bool unpack_keys(const CipherSuite& suite, const uint8_t* packed, size_t length,
@@ -242,11 +245,15 @@ bool unpack_keys(const CipherSuite& suite, const uint8_t* packed, size_t length,
   }
   const size_t key = suite.key_length;
   const size_t iv = suite.fixed_iv_length;
-  if (length != 2 * (key + iv)) return false;
-  std::memcpy(keys->read_key, packed, key);
-  std::memcpy(keys->read_iv, packed + key, iv);
-  std::memcpy(keys->write_key, packed + key + iv, key);
-  std::memcpy(keys->write_iv, packed + 2 * key + iv, iv);
+  const size_t mac = suite.cbc ? cbc_mac_length(suite.mac) : 0;
+  if (length != 2 * (key + iv + mac)) return false;
+  const uint8_t* p = packed;
+  std::memcpy(keys->read_key, p, key), p += key;
+  std::memcpy(keys->read_iv, p, iv), p += iv;
+  std::memcpy(keys->read_mac_key, p, mac), p += mac;
+  std::memcpy(keys->write_key, p, key), p += key;
+  std::memcpy(keys->write_iv, p, iv), p += iv;
+  std::memcpy(keys->write_mac_key, p, mac);
   return true;
 }
 
@@ -310,6 +317,7 @@ class SpliceWrap : public Napi::ObjectWrap<SpliceWrap> {
     wipe(packed, sizeof(packed));
     keys.read_seq = p.u64("readSeq");
     keys.write_seq = p.u64("writeSeq");
+    keys.encrypt_then_mac = p.boolean("encryptThenMac", false);
     keys.write_explicit_nonce =
         p.optional_u64("writeExplicitNonce", &keys.has_write_explicit_nonce);
     keys.max_fragment_length =

@@ -95,11 +95,17 @@ constexpr size_t kMaxKeyLength = 32;
 constexpr size_t kMaxSecretLength = 48;  // SHA-384
 constexpr size_t kRandomLength = 32;
 constexpr size_t kTls12MasterSecretLength = 48;
+// TLS 1.2 CBC: an HMAC key is as long as its hash (RFC 5246 6.3), at most SHA-384's.
+constexpr size_t kMaxMacKeyLength = 48;
+// TLS 1.2 CBC (RFC 5246 6.2.3.2): an explicit IV block, then at most a 48-byte MAC and a
+// whole block of padding.
+constexpr size_t kMaxCbcSealOverhead = 16 + 48 + 16;
 
 // The largest overhead a sealed record adds to its plaintext, header included
-// (TLS 1.2 GCM: header + explicit nonce + tag; TLS 1.3: header + inner type + tag).
-constexpr size_t kMaxSealOverhead = kRecordHeaderLength + kTls12GcmExplicitNonceLength +
-                                    kAeadTagLength;
+// (TLS 1.2 CBC: header + IV + MAC + padding; TLS 1.2 GCM: header + explicit nonce + tag;
+// TLS 1.3: header + inner type + tag).
+constexpr size_t kMaxSealOverhead = kRecordHeaderLength + kMaxCbcSealOverhead;
+static_assert(kMaxCbcSealOverhead > kTls12GcmExplicitNonceLength + kAeadTagLength, "largest");
 
 }  // namespace tls_splice
 

@@ -177,6 +177,10 @@ describe('hello parsers', () => {
     assert.throws(() => parseServerHello(hello(random, 0xc02f, [ext(1, Buffer.from([5]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
     assert.throws(() => parseServerHello(hello(random, 0xc02f, [ext(1, Buffer.from([1])), ext(1, Buffer.from([2]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
     assert.throws(() => parseServerHello(hello(random, 0x1301, [ext(43, Buffer.from([3, 4, 0]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
+    // RFC 7366: encrypt_then_mac (22), empty, changes TLS 1.2 CBC records.
+    assert.equal(sh12.encryptThenMac, false);
+    assert.equal(parseServerHello(hello(random, 0xc013, [ext(22, Buffer.alloc(0))])).encryptThenMac, true);
+    assert.throws(() => parseServerHello(hello(random, 0xc013, [ext(22, Buffer.from([0]))])), { code: 'ERR_TLS_SPLICE_BAD_HANDSHAKE' });
     const ee = parseEncryptedExtensions(Buffer.concat([Buffer.from([0, 5]), ext(1, Buffer.from([4]))]));
     assert.equal(ee.maxFragmentLength, 4096);
     const prng = new PrngStream('random-server-hello');

@@ -316,7 +316,7 @@ describe('hostile peer: authentic records right before a bad one are delivered',
             delivered: Buffer.concat([a0, a1]) });
         });
       });
-    // The JS engine (every suite the native one does not carry, CBC ones among them): what
+    // The JS engine (every suite the native one does not carry, RSA key exchange CBC ones): what
     // Node's OpenSSL decrypted before the bad record is authentic and reaches the slow target
     // too, before the splice ends with the error (it used to be dropped with the sink's queue).
     test(`${version}, JS engine: 2 MiB + bad tag to a slow target: everything authenticated is delivered`,

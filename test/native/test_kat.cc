@@ -391,6 +391,20 @@ void test_tls12_key_block() {
        "39 DA 05 E4 00 05 78 2B 46 E6 E6 F3 13 46 5A 54 FD D4 84 A5 12 86 1E 19 10 82 74 00 2B 7F"
        "7E 6C 45 E4 69 D5 BB 1C 49 08 F3 31 E8 C6 F2 9C 69 EE A8 40 FE BD 1E 80 C6 74 CD E2 A8 81"
        "B5 4B 9F 9B 5D 8B 77 7E B0 F9 6B 74 CD 0B 4B E5 7E EE BA AF 91 28 FC C3 0E EB B5 C1"},
+      // AES-128-CBC, HMAC-SHA1, PRF SHA-256: MAC keys first (RFC 5246 6.3), 20 + 20 + 16 + 16
+      // bytes, no fixed IV.
+      {0xC013,
+       "39 DA 05 E4 00 05 78 2B 46 E6 E6 F3 13 46 5A 54 FD D4 84 A5 12 86 1E 19 10 82 74 00 2B 7F"
+       "7E 6C 45 E4 69 D5 BB 1C 49 08 F3 31 E8 C6 F2 9C 69 EE A8 40 FE BD 1E 80 C6 74 CD E2 A8 81"
+       "B5 4B 9F 9B 5D 8B 77 7E B0 F9 6B 74"},
+      // AES-256-CBC, HMAC-SHA384, PRF SHA-384: 48 + 48 + 32 + 32 bytes.
+      {0xC028,
+       "E7 1C D3 AD B5 C7 27 7A 21 0C 39 BA 2A 55 B2 68 E5 2C E1 86 04 1D 89 D7 65 05 99 5E C1 9E"
+       "7E 91 B0 83 87 F0 CD B5 16 D2 63 2C 08 62 1D 50 D5 F0 4A A1 00 36 8D 78 21 20 92 34 28 7C"
+       "78 39 60 14 F5 3C 44 07 A1 EC F5 B8 C3 38 1F 96 02 16 AD 36 B6 90 4A 33 6F 7D 31 9F F3 0B"
+       "B9 20 FF FD 46 E0 00 2D 05 34 04 88 E4 0A 1E 0E 9F 10 AA 8A 8E 37 6A 57 E1 FD CB 58 F9 0A"
+       "84 2C AC 32 E9 9F A8 E3 AC 36 F4 D2 7C BF E3 A9 82 B5 79 56 C1 FD 45 32 8B D4 2D D9 C5 C5"
+       "56 84 5E C9 18 59 13 3B 5B B1"},
   };
   for (const auto& c : cases) {
     const CipherSuite* suite = find_cipher_suite(TlsVersion::kTls12, c.suite);
@@ -399,12 +413,15 @@ void test_tls12_key_block() {
     CHECK(derive_tls12_key_block(*suite, ms, cr, sr, &kb));
     const Bytes block = hex(c.block);
     const size_t k = suite->key_length, iv = suite->fixed_iv_length;
-    REQUIRE(block.size() == 2 * k + 2 * iv);
-    CHECK_BYTES(kb.client_write_key, k, Bytes(block.begin(), block.begin() + k));
-    CHECK_BYTES(kb.server_write_key, k, Bytes(block.begin() + k, block.begin() + 2 * k));
-    CHECK_BYTES(kb.client_write_iv, iv,
-                Bytes(block.begin() + 2 * k, block.begin() + 2 * k + iv));
-    CHECK_BYTES(kb.server_write_iv, iv, Bytes(block.begin() + 2 * k + iv, block.end()));
+    const size_t mac = suite->cbc ? cbc_mac_length(suite->mac) : 0;
+    REQUIRE(block.size() == 2 * mac + 2 * k + 2 * iv);
+    auto part = [&](size_t at, size_t n) { return Bytes(block.begin() + at, block.begin() + at + n); };
+    CHECK_BYTES(kb.client_write_mac_key, mac, part(0, mac));
+    CHECK_BYTES(kb.server_write_mac_key, mac, part(mac, mac));
+    CHECK_BYTES(kb.client_write_key, k, part(2 * mac, k));
+    CHECK_BYTES(kb.server_write_key, k, part(2 * mac + k, k));
+    CHECK_BYTES(kb.client_write_iv, iv, part(2 * mac + 2 * k, iv));
+    CHECK_BYTES(kb.server_write_iv, iv, part(2 * mac + 2 * k + iv, iv));
   }
 }
 
@@ -476,12 +493,23 @@ void test_unsupported_suites() {
   CHECK(find_cipher_suite(TlsVersion::kTls13, 0x1304) == nullptr);  // TLS_AES_128_CCM_SHA256
   CHECK(find_cipher_suite(TlsVersion::kTls12, 0x1301) == nullptr);  // a 1.3 suite in 1.2
   CHECK(find_cipher_suite(TlsVersion::kTls13, 0xC02F) == nullptr);
-  CHECK(find_cipher_suite(TlsVersion::kTls12, 0xC027) == nullptr);  // CBC
+  CHECK(find_cipher_suite(TlsVersion::kTls12, 0x003C) == nullptr);  // CBC, RSA key exchange
   SessionKeys keys;
   keys.version = TlsVersion::kTls12;
-  keys.cipher_suite = 0xC013;
+  keys.cipher_suite = 0x002F;  // TLS_RSA_WITH_AES_128_CBC_SHA
+  RecordLayer rsa_cbc;
+  CHECK(!rsa_cbc.init(keys, false));
+  // RFC 7366 absent and HMAC-SHA384: no constant-time check exists, so no native session.
+  keys.cipher_suite = 0xC028;
+  keys.encrypt_then_mac = false;
+  RecordLayer sha384_mte;
+  CHECK(!sha384_mte.init(keys, false));
+  CHECK(cbc_refusal(*find_cipher_suite(TlsVersion::kTls12, 0xC028), false) != nullptr);
+  CHECK(cbc_refusal(*find_cipher_suite(TlsVersion::kTls12, 0xC028), true) == nullptr);
+  keys.encrypt_then_mac = true;
+  RecordLayer sha384_etm;
+  CHECK(sha384_etm.init(keys, false));
   RecordLayer layer;
-  CHECK(!layer.init(keys, false));
   keys.cipher_suite = 0xC02F;
   keys.max_fragment_length = 100;
   CHECK(!layer.init(keys, false));

@@ -3,6 +3,7 @@
 // Each must end the session with the error and alert the RFCs name, and leave the layer dead.
 // Also: records shorter than a tag, lengths over the limit rejected from the header alone, and
 // TLS 1.3 inner plaintexts that are all zeros, too long, or of an unknown type.
+#include <algorithm>
 #include <string>
 
 #include "record_harness.h"
@@ -270,6 +271,103 @@ void test_tls13_inner_plaintext(const test::SuiteCase& sc) {
   }
 }
 
+// TLS 1.2 AES-CBC (cbc.h): records round-trip at every size, and every bad record -- a bit
+// flipped in the IV, the ciphertext, the MAC or the padding, a body cut short or not a whole
+// number of blocks -- is the same bad_record_mac, with nothing of it delivered.
+struct CbcCase {
+  uint16_t id;
+  bool encrypt_then_mac;
+  const char* label;
+};
+
+struct CbcSession {
+  test::KeyPair keys;
+  RecordLayer client;
+  test::PeerSealer peer;
+  bool ok = false;
+
+  explicit CbcSession(const CbcCase& c) : keys(test::make_keys(TlsVersion::kTls12, c.id, 3, 5)) {
+    keys.client.encrypt_then_mac = keys.server.encrypt_then_mac = c.encrypt_then_mac;
+    ok = client.init(keys.client, false) && peer.init(keys.server);
+  }
+  Bytes seal_data(const Bytes& b) { return peer.seal(ContentType::kApplicationData, b); }
+};
+
+// `rec` ends the session with bad_record_mac, and nothing of it comes out.
+void expect_bad_record_mac(const CbcCase& c, const Bytes& rec, const std::string& what) {
+  CbcSession s(c);
+  REQUIRE(s.ok);
+  const test::FeedResult fr = test::feed(s.client, rec);
+  const bool ok = fr.last == ReadOutcome::kError && fr.data.empty() &&
+                  s.client.error() == RecordError::kBadRecordMac &&
+                  s.client.alert_to_send() == AlertDescription::kBadRecordMac;
+  test::report(ok, __FILE__, __LINE__,
+               std::string(c.label) + " " + what + ": error " + record_error_code(s.client.error()));
+}
+
+Bytes with_body(const Bytes& rec, size_t body_length) {
+  Bytes out(rec.begin(), rec.begin() + 5 + std::min(body_length, rec.size() - 5));
+  out.resize(5 + body_length, 0);
+  out[3] = static_cast<uint8_t>(body_length >> 8);
+  out[4] = static_cast<uint8_t>(body_length);
+  return out;
+}
+
+void test_cbc(const CbcCase& c) {
+  test::begin_case(std::string("cbc ") + c.label);
+  const CipherSuite* suite = find_cipher_suite(TlsVersion::kTls12, c.id);
+  REQUIRE(suite != nullptr && suite->cbc);
+  const size_t mac = cbc_mac_length(suite->mac);
+  {
+    CbcSession s(c);
+    REQUIRE(s.ok);
+    test::Prng prng(c.id);
+    for (size_t size : {size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000},
+                        size_t{16383}, size_t{16384}}) {
+      Bytes msg(size);
+      prng.fill(msg.data(), size);
+      const Bytes rec = s.seal_data(msg);
+      // IV + data + MAC + 1..16 bytes of padding; whole blocks but for an encrypt-then-MAC MAC.
+      const size_t body = rec.size() - 5;
+      CHECK((c.encrypt_then_mac ? body - mac : body) % 16 == 0);
+      CHECK(body >= 16 + size + mac + 1 && body <= 16 + size + mac + 16);
+      const test::FeedResult fr = test::feed(s.client, rec);
+      CHECK(fr.last == ReadOutcome::kApplicationData);
+      CHECK(fr.data == msg);
+    }
+    // What the layer seals, the other end opens.
+    RecordLayer server;
+    REQUIRE(server.init(s.keys.server, true));
+    Bytes msg(777, 0x5a);
+    Bytes sealed(s.client.max_sealed_length(msg.size()));
+    const size_t n = s.client.seal_application_data(msg.data(), msg.size(), sealed.data(),
+                                                    sealed.size());
+    REQUIRE(n > 0);
+    const test::FeedResult fr = test::feed(server, Bytes(sealed.begin(), sealed.begin() + n));
+    CHECK(fr.last == ReadOutcome::kApplicationData);
+    CHECK(fr.data == msg);
+  }
+  Bytes payload(300);
+  test::Prng(9).fill(payload.data(), payload.size());
+  Bytes good;
+  {
+    CbcSession s(c);
+    good = s.seal_data(payload);
+  }
+  const size_t body = good.size() - 5;
+  // One bit of every body byte: IV, ciphertext, padding and MAC (encrypted with MtE).
+  for (size_t byte = 5; byte < good.size(); byte++) {
+    Bytes rec = good;
+    rec[byte] ^= static_cast<uint8_t>(1 << (byte % 8));
+    expect_bad_record_mac(c, rec, "byte " + std::to_string(byte));
+  }
+  // Wrong lengths: cut short, not whole blocks, too short for an IV and a MAC, empty.
+  for (size_t length : {body - 1, body - 16, body + 1, body + 16, size_t{16}, size_t{32},
+                        16 + mac, size_t{0}}) {
+    expect_bad_record_mac(c, with_body(good, length), "body length " + std::to_string(length));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -278,5 +376,11 @@ int main() {
     test_short_and_long(sc);
     test_tls13_inner_plaintext(sc);
   }
+  const CbcCase cbc_cases[] = {
+      {0xC013, false, "ecdhe-rsa-aes128-sha mte"},   {0xC013, true, "ecdhe-rsa-aes128-sha etm"},
+      {0x008D, false, "psk-aes256-sha mte"},         {0xC027, false, "ecdhe-rsa-aes128-sha256 mte"},
+      {0xC027, true, "ecdhe-rsa-aes128-sha256 etm"}, {0xC028, true, "ecdhe-rsa-aes256-sha384 etm"},
+  };
+  for (const CbcCase& c : cbc_cases) test_cbc(c);
   return test::finish("test_record_tamper");
 }

@@ -262,6 +262,11 @@ inline KeyPair make_keys(tls_splice::TlsVersion version, uint16_t suite_id, uint
   std::memcpy(kp.client.read_iv, s_iv, suite->fixed_iv_length);
   std::memcpy(kp.server.write_iv, s_iv, suite->fixed_iv_length);
   std::memcpy(kp.server.read_iv, c_iv, suite->fixed_iv_length);
+  // TLS 1.2 CBC MAC keys (unused by the other suites).
+  for (size_t i = 0; i < kMaxMacKeyLength; i++) {
+    kp.client.write_mac_key[i] = kp.server.read_mac_key[i] = static_cast<uint8_t>(0x3c + 5 * i);
+    kp.server.write_mac_key[i] = kp.client.read_mac_key[i] = static_cast<uint8_t>(0xe1 ^ i);
+  }
   kp.client.write_seq = kp.server.read_seq = c2s_seq;
   kp.client.read_seq = kp.server.write_seq = s2c_seq;
   return kp;
@@ -277,6 +282,11 @@ class PeerSealer {
     if (suite == nullptr) return false;
     if (keys.version == TlsVersion::kTls13) {
       return prot_.init_tls13(*suite, keys.write_secret, keys.write_seq, true);
+    }
+    if (suite->cbc) {
+      return prot_.init_tls12_cbc(*suite, keys.write_key, keys.write_mac_key,
+                                  keys.encrypt_then_mac, keys.write_seq,
+                                  true) == CbcInitStatus::kOk;
     }
     return prot_.init_tls12(*suite, keys.write_key, keys.write_iv, keys.write_seq, true);
   }
