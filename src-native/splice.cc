@@ -214,6 +214,8 @@ void Splice::start(uv_loop_t* loop) {
 
 void Splice::stop(bool graceful) {
   if (!started_ || closing_) return;
+  // The splice already failed; it only waits for the peer's FIN: end it with its error now.
+  if (alert_lingering_) return finish(EndReason::kError);
   if (!graceful) return finish(EndReason::kAborted);
   if (stopping_) return;
   stopping_ = true;
@@ -255,15 +257,16 @@ void Splice::on_idle(uv_idle_t* handle) {
 
 void Splice::pump() {
   if (reset_draining_) return;
+  if (alert_lingering_) return pump_alert_linger();
   size_t budget = kMaxBytesPerWakeup;
   bool progress = true;
   while (progress && budget > 0 && !closing_) {
     progress = lingering_ ? discard_in(&budget) : step_in(&budget);
-    if (closing_ || reset_draining_) break;
+    if (closing_ || reset_draining_ || alert_lingering_) break;
     progress = step_out(&budget) || progress;
   }
   note_progress();
-  if (closing_ || reset_draining_) return;
+  if (closing_ || reset_draining_ || alert_lingering_) return;
 
   publish_layer_stats();
 
@@ -376,7 +379,7 @@ void Splice::update_watches(bool yield) {
 // --- ending ----------------------------------------------------------------------------------
 
 void Splice::fail(const char* code, AlertDescription alert, const std::string& detail) {
-  if (closing_) return;
+  if (closing_ || alert_lingering_) return;
   end_.code = code;
   end_.detail = detail;
   // Nothing follows our close_notify (RFC 8446 6.1), not even an alert.
@@ -393,19 +396,66 @@ void Splice::fail(const char* code, AlertDescription alert, const std::string& d
         if (sent <= 0) break;
         cipher_out_.start += static_cast<size_t>(sent);
       }
+      if (cipher_out_.size() == 0 && start_alert_linger()) return;
     }
   }
   finish(EndReason::kError);
 }
 
+bool Splice::start_alert_linger() {
+  if (reset_draining_ || tcp_eof_) return false;
+  // A deliver_before_failing bound may hold the timer: it is over now, the timer is reused.
+  if (!linger_timer_initialized_) {
+    if (uv_timer_init(loop_, &linger_timer_) != 0) return false;
+    linger_timer_.data = this;
+    linger_timer_initialized_ = true;
+    open_handles_++;
+  }
+  // The FIN behind the alert: a peer that stops on it closes, and its FIN ends the linger early.
+  shutdown(config_.tcp_fd.get(), SHUT_WR);
+  alert_lingering_ = true;
+  uv_timer_start(&linger_timer_, on_alert_linger_timeout, kLingerMs, 0);
+  // The fail may come from deep inside the pump: the discarding starts on the next wakeup.
+  bool want_idle = false;
+  watch(&user_read_, 0, &want_idle);
+  if (!write_is_read_) watch(&user_write_, 0, &want_idle);
+  if (idle_active_) {
+    uv_idle_stop(&idle_);
+    idle_active_ = false;
+  }
+  watch(&tcp_, UV_READABLE, &want_idle);
+  return true;
+}
+
+void Splice::pump_alert_linger() {
+  if (!lingering_) {
+    // The bytes the splice had not opened count as unread, as in a graceful stop's linger.
+    lingering_ = true;
+    end_.unread_ciphertext += cipher_in_.size();
+    cipher_in_.start = cipher_in_.end = 0;
+  }
+  size_t budget = kMaxBytesPerWakeup;
+  while (budget > 0 && discard_in(&budget) && !tcp_eof_) {
+  }
+  if (tcp_eof_) return finish(EndReason::kError);
+  // Level-triggered: a budget spent with bytes still queued wakes the loop again at once.
+  bool want_idle = false;
+  watch(&tcp_, UV_READABLE, &want_idle);
+}
+
+void Splice::on_alert_linger_timeout(uv_timer_t* handle) {
+  Splice* self = static_cast<Splice*>(handle->data);
+  if (!self->closing_) self->finish(EndReason::kError);
+}
+
 void Splice::fail_errno(int err, const char* what) {
-  if (closing_) return;
+  if (closing_ || alert_lingering_) return;
   end_.sys_errno = err;
   fail(uv_err_name(-err), AlertDescription::kNone, what);
 }
 
 void Splice::fail_fd_errno(int err, const char* what) {
-  if (closing_) return;
+  if (closing_ || alert_lingering_) return;
   end_.sys_errno = err;
   // The TLS connection is fine but the splice cannot go on: RFC 8446 6.2 internal_error ("an
   // internal error unrelated to the peer ... makes it impossible to continue") tells the peer

@@ -221,6 +221,11 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool flush_packets_in(bool* progress);
   bool read_out(size_t* budget);
   bool discard_in(size_t* budget);
+  // After a fatal alert on an error end: our write side shut behind the alert, then the same
+  // bounded read-and-discard as a graceful stop's linger, then the end (kError).
+  bool start_alert_linger();
+  void pump_alert_linger();
+  static void on_alert_linger_timeout(uv_timer_t* handle);
   bool seal_stream(const uint8_t* data, size_t length);
   void finish_in();
   // Truncation::kReset: the peer's TCP ended without close_notify.
@@ -322,6 +327,10 @@ class Splice : public std::enable_shared_from_this<Splice> {
   bool lingering_ = false;
   uv_timer_t linger_timer_;
   bool linger_timer_initialized_ = false;
+  // The same after an error end's fatal alert: closing at once with the peer still sending
+  // made the kernel answer with a reset, and the peer's stack then dropped the alert unread
+  // (RFC 8446 6.2 wants the peer to learn why). Nothing else moves; linger_timer_ bounds it.
+  bool alert_lingering_ = false;
   // Truncation::kReset: nothing more is pumped; linger_timer_ checks the sink's send queue.
   bool reset_draining_ = false;
   uint64_t reset_drain_ticks_ = 0;

@@ -102,8 +102,8 @@ void Splice::on_idle_timer(uv_timer_t* handle) {
 }
 
 void Splice::check_idle() {
-  // A truncation reset's drain is bounded on its own.
-  if (closing_ || reset_draining_) return;
+  // A truncation reset's drain and an alert's linger are bounded on their own.
+  if (closing_ || reset_draining_ || alert_lingering_) return;
   // The idle end's own bound: whatever is not out by now stays undelivered.
   if (idle_ending_) return finish(EndReason::kIdle);
   const uint64_t now = uv_now(loop_);

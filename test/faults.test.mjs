@@ -135,29 +135,48 @@ describe('fault: the sink closes mid-transfer', () => {
       const out = [];
       head.stdout.on('data', (c) => out.push(c));
       const exited = new Promise((resolve) => head.once('close', resolve));
+      // 'close' waits for the splice to close the pipe; 'exit' is head's own end.
+      const headGone = new Promise((resolve) => head.once('exit', resolve));
       head.stdin.on('error', () => {});
       const seedA = `epipe-${version}`;
       let pair;
       try {
         pair = await openPair({ version, target: { writeFd: head.stdin._handle.fd }, spliceOptions: { direction: 'in' } });
-        const a = pump((buf) => pair.hostile.sendData(buf), seedA);
-        const end = await pair.ended(15000);
+        // The peer reads nothing and keeps sending until well after the splice failed: a splice
+        // that closed at once made the kernel answer those bytes with a reset, the peer's next
+        // write failed with ECONNRESET and its socket was destroyed with the alert unread. The
+        // splice lingers (at most 2 s) instead; the peer reads within that time.
+        pair.hostile.socket.pause();
+        // Writes the kernel takes at once complete without a turn of the event loop: yield
+        // before each so that the timer below fires.
+        const a = pump(async (buf) => {
+          await new Promise(setImmediate);
+          return pair.hostile.sendData(buf);
+        }, seedA);
+        await withTimeout(headGone, 15000, 'head exiting');
+        await sleep(1000);
         a.stop();
+        await withTimeout(a.done, 10000, 'the peer\'s last write');
+        assert.equal(a.error, null, 'the peer could send until it stopped');
+        pair.hostile.socket.resume();
+        // The peer learns that the splice failed, rather than seeing a bare close it could not
+        // tell from a truncation: a fatal internal_error (RFC 8446 6.2).
+        const alert = await pair.hostile.waitForAlert();
+        assert.equal(alert.level, ALERT_LEVEL.fatal);
+        assert.equal(alert.description, ALERT.internal_error);
+        // Its FIN ends the splice's linger.
+        pair.hostile.end();
+        const end = await pair.ended(15000);
         assert.equal(end.reason, 'error');
         assert.equal(end.error.code, 'EPIPE', end.error.message);
-        await withTimeout(exited, 5000, 'head exiting');
+        assert.equal(end.error.alertSent, 'internal_error');
         const got = Buffer.concat(out);
         assert.equal(got.length, limit);
         assert.equal(sha256(got), sha256(prngBytes(seedA, limit)), 'the reader got an exact prefix');
         // The splice wrote at least what head read (the rest died in the pipe buffer with head).
         assert.ok(end.stats.bytesIn >= limit, `bytesIn ${end.stats.bytesIn}`);
         assert.ok(end.stats.bytesIn + end.undeliveredIn <= a.sent);
-        // The peer learns that the splice failed, rather than seeing a bare close it could not
-        // tell from a truncation: a fatal internal_error (RFC 8446 6.2).
-        assert.equal(end.error.alertSent, 'internal_error');
-        const alert = await pair.hostile.waitForAlert();
-        assert.equal(alert.level, ALERT_LEVEL.fatal);
-        assert.equal(alert.description, ALERT.internal_error);
+        await withTimeout(exited, 5000, 'head\'s pipe closing');
         await pair.hostile.waitForClose();
         assert.equal(pair.hostile.openError, null);
       } finally {
