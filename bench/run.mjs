@@ -52,6 +52,7 @@ function parseArgs(argv) {
 // report): run with --only <id>, never by default.
 const STANDALONE = {
   'hostile-hello': 'hostile-hello.mjs',   // issue 17: fragmented hellos, stalled handshakes
+  'cbc-timing': 'cbc-timing.mjs',         // issue 20: CBC open time, valid vs bad padding vs bad MAC
 };
 
 function runStandalone(id, opts) {
