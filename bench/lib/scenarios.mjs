@@ -100,21 +100,33 @@ async function sinkResult(file, expect) {
   return s;
 }
 
+// Issue 20: TLS 1.2 AES-CBC. The peer (benchtool, OpenSSL) allows only this suite and refuses
+// encrypt_then_mac, so every tool gets MAC-then-encrypt with HMAC-SHA1: the record protection of
+// PSK-AES128-CBC-SHA (0x008C), with a certificate key exchange because socat 1.7.4 has no PSK.
+const CBC = {
+  id: 'cbc',
+  title: 'TLS 1.2 ECDHE-RSA-AES128-SHA (AES-128-CBC, HMAC-SHA1, MAC-then-encrypt)',
+  peerArgs: ['--tls12-cipher', 'ECDHE-RSA-AES128-SHA', '--no-etm'],
+};
+const CBC_TOOLS = ['native', 'js-engine', 'socat'];
+
 // --- 1. TLS -> fd ---------------------------------------------------------------------------------
 
-function tlsToFd(sink) {
+function tlsToFd(sink, cbc = null) {
   return {
-    id: `tls-to-${sink}`,
-    title: sink === 'pipe' ? 'TLS → pipe (fast reader)' : 'TLS → character device (/dev/null)',
+    id: `tls-to-${sink}${cbc ? `-${cbc.id}` : ''}`,
+    title: (sink === 'pipe' ? 'TLS → pipe (fast reader)' : 'TLS → character device (/dev/null)') +
+      (cbc ? `, ${cbc.title}` : ''),
     unit: 'stream',
-    tools: sink === 'pipe'
+    tools: cbc ? CBC_TOOLS : sink === 'pipe'
       ? ['native', 'js-engine', 'js-pump', 'socat', 'plain-node', 'plain-socat']
       : ['native', 'js-engine', 'js-pump', 'socat', 'node-tls-nosink', 'plain-node', 'plain-socat'],
     async run(tool, { bytes, tmp, timeout }) {
       const plain = tool.startsWith('plain');
       const port = freePort();
       const peerReport = path.join(tmp, 'peer.json');
-      const peer = fastPeer(port, plain, ['--send', bytes, '--fill', 'zero', '--report', peerReport]);
+      const peer = fastPeer(port, plain, ['--send', bytes, '--fill', 'zero', '--report', peerReport,
+        ...(cbc ? cbc.peerArgs : [])]);
       const procs = [peer];
       try {
         await peer.waitFor(/listening/);
@@ -299,14 +311,14 @@ const bridge = {
 const TUN = 'tsb0';
 const TUN_ADDR = '10.77.0.1/24';
 
-function packetScenario(mode) {
+function packetScenario(mode, cbc = null) {
   return {
-    id: mode,
-    title: mode === 'pps'
+    id: cbc ? `${mode}-${cbc.id}` : mode,
+    title: (mode === 'pps'
       ? 'small packets: 1,400-byte IPv4 packets, TLS → TUN, one record each'
-      : 'ping-pong: 1,400-byte ICMP echo through TLS ⇄ TUN',
+      : 'ping-pong: 1,400-byte ICMP echo through TLS ⇄ TUN') + (cbc ? `, ${cbc.title}` : ''),
     unit: mode,
-    tools: ['native', 'js-engine', 'js-pump', 'socat', 'plain-c'],
+    tools: cbc ? CBC_TOOLS : ['native', 'js-engine', 'js-pump', 'socat', 'plain-c'],
     async run(tool, { packets, exchanges, tmp, timeout, size = 1400 }) {
       const plain = tool === 'plain-c';
       const netns = createNetns(`tsbench-${process.pid}-${Math.floor(Math.random() * 1e6)}`);
@@ -316,7 +328,8 @@ function packetScenario(mode) {
         const peerReport = path.join(tmp, 'peer.json');
         const count = mode === 'pps' ? packets : exchanges;
         const peer = new Proc('pkt-peer', BENCHTOOL, ['pkt-peer', '--port', String(port),
-          ...(plain ? [] : ['--tls', '--cert', CERT, '--key', KEY]), '--mode', mode === 'pps' ? 'send' : 'pingpong',
+          ...(plain ? [] : ['--tls', '--cert', CERT, '--key', KEY, ...(cbc ? cbc.peerArgs : [])]),
+          '--mode', mode === 'pps' ? 'send' : 'pingpong',
           '--count', String(count), '--size', String(size), '--tun', TUN, '--report', peerReport],
         { netns, stdio: ['pipe', 'pipe', 'pipe'] });
         procs.push(peer);
@@ -443,6 +456,8 @@ export const SCENARIOS = [
   bridge,
   packetScenario('pps'),
   packetScenario('pingpong'),
+  packetScenario('pps', CBC),
+  tlsToFd('pipe', CBC),
   concurrencyScenario(1),
   concurrencyScenario(16),
   concurrencyScenario(256),

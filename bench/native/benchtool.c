@@ -14,8 +14,8 @@
 //   benchtool rusage --report FILE -- CMD ARGS...
 //       Runs CMD, waits for it, and reports { status, userS, sysS, maxRssKb, startNs, endNs } from
 //       getrusage(RUSAGE_CHILDREN): the process under test when it is not a Node process.
-//   benchtool pkt-peer --port P [--tls --cert C --key K] --mode send|pingpong --count N
-//                      [--size 1400] --tun NAME [--report FILE]
+//   benchtool pkt-peer --port P [--tls --cert C --key K [--tls12-cipher NAME [--no-etm]]]
+//                      --mode send|pingpong --count N [--size 1400] --tun NAME [--report FILE]
 //       A TLS (OpenSSL) or plain TCP server for the packet benchmarks, on 127.0.0.1:P inside the
 //       benchmark's network namespace. Prints "connected" once the handshake is done, then waits
 //       for a line on stdin ("go") before it starts.
@@ -30,6 +30,8 @@
 //       A fast stream peer, TLS (OpenSSL) or plain TCP: sends N bytes and/or receives until the
 //       other side closes, both at once if asked. Reports what it received like `sink`, plus
 //       { sent, sendStartNs, sendEndNs, userS, sysS }.
+//       --tls12-cipher NAME [--no-etm] (both, listening): TLS 1.2 with that suite, see
+//       apply_tls12_cipher().
 //   benchtool tun-fwd --connect PORT --tun NAME --addr CIDR
 //       The no-TLS limit for packets: plain TCP <-> TUN in C, IPv4 framing by the header's total
 //       length, one write() per packet. Opens and configures the TUN itself.
@@ -519,6 +521,21 @@ static int cmp_u64(const void* a, const void* b) {
   return x < y ? -1 : x > y;
 }
 
+// --tls12-cipher NAME [--no-etm]: TLS 1.2 with that one OpenSSL cipher suite (e.g.
+// ECDHE-RSA-AES128-SHA), instead of TLS 1.3; --no-etm refuses encrypt_then_mac (RFC 7366), so a
+// CBC suite runs MAC-then-encrypt.
+static void apply_tls12_cipher(SSL_CTX* ctx, int argc, char** argv) {
+  const char* cipher = arg_value(argc, argv, "--tls12-cipher", NULL);
+  if (cipher == NULL) return;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+  if (SSL_CTX_set_cipher_list(ctx, cipher) != 1) {
+    ERR_print_errors_fp(stderr);
+    die_msg("unknown --tls12-cipher");
+  }
+  if (has_flag(argc, argv, "--no-etm")) SSL_CTX_set_options(ctx, SSL_OP_NO_ENCRYPT_THEN_MAC);
+}
+
 static int cmd_pkt_peer(int argc, char** argv) {
   const int port = atoi(arg_value(argc, argv, "--port", "0"));
   const int tls = has_flag(argc, argv, "--tls");
@@ -538,6 +555,7 @@ static int cmd_pkt_peer(int argc, char** argv) {
       ERR_print_errors_fp(stderr);
       die_msg("cannot load --cert / --key");
     }
+    apply_tls12_cipher(ctx, argc, argv);
   }
   const int listener = listen_tcp(port);
   printf("listening\n");
@@ -687,6 +705,7 @@ static int cmd_peer(int argc, char** argv) {
   if (tls) {
     SSL_CTX* ctx = make_ctx(listen_port != NULL, arg_value(argc, argv, "--cert", ""),
                             arg_value(argc, argv, "--key", ""));
+    if (listen_port) apply_tls12_cipher(ctx, argc, argv);
     ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     if ((listen_port ? SSL_accept(ssl) : SSL_connect(ssl)) != 1) {
