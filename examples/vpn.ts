@@ -27,13 +27,15 @@ import type { SpliceEnd, SpliceEngineOption, SpliceHandle, TunDevice } from 'tls
 const USAGE = `Usage:
   node examples/dist/vpn.js server --listen [HOST:]PORT (--psk HEX [--identity ID] |
       --cert FILE --key FILE [--ca FILE]) [--ipv4 10.99.0.1/24] [--ipv6 fd00:99::1/64]
-      [--mtu 1400] [--tun NAME] [--configure] [--engine auto|native|js] [--json]
+      [--mtu 1400] [--tun NAME] [--ciphers LIST] [--configure] [--engine auto|native|js] [--json]
   node examples/dist/vpn.js client --connect HOST:PORT (--psk HEX [--identity ID] |
       --ca FILE [--servername NAME] [--cert FILE --key FILE]) [--mtu N] [--tun NAME]
-      [--route CIDR]... [--configure] [--engine auto|native|js] [--json]
+      [--route CIDR]... [--ciphers LIST] [--configure] [--engine auto|native|js] [--json]
 
   --psk HEX        TLS 1.2 pre-shared key (at least 16 bytes), e.g. from \`openssl rand -hex 32\`;
                    suites PSK-AES256-GCM-SHA384, PSK-AES128-GCM-SHA256, PSK-CHACHA20-POLY1305
+  --ciphers LIST   TLS 1.2 suites to offer or accept (OpenSSL names), instead of the PSK list above
+                   or Node's default, e.g. PSK-AES128-CBC-SHA to talk to a peer that has only CBC
   --identity ID    PSK identity: the client sends it (default ""); the server, if given, requires it
   --ipv4 / --ipv6  the server's tunnel address and the prefix clients are numbered from
                    (server +1, +2, ...); --ipv6 none / --ipv4 none turns a family off
@@ -58,6 +60,7 @@ interface Options {
   listen?: { host: string; port: number };
   connect?: { host: string; port: number };
   psk?: Buffer;
+  ciphers?: string;
   identity?: string;
   cert?: Buffer;
   key?: Buffer;
@@ -334,13 +337,13 @@ function serverTlsOptions(options: Options): tls.TlsOptions {
   if (options.psk) {
     const psk = options.psk;
     return {
-      ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
+      ciphers: options.ciphers ?? PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
       pskCallback: (_socket, identity) =>
         options.identity === undefined || identity === options.identity ? psk : null,
     };
   }
   return {
-    cert: options.cert, key: options.key,
+    cert: options.cert, key: options.key, ...(options.ciphers ? { ciphers: options.ciphers } : {}),
     ...(options.ca ? { ca: options.ca, requestCert: true, rejectUnauthorized: true } : {}),
   };
 }
@@ -448,7 +451,7 @@ function clientTlsOptions(options: Options): tls.ConnectionOptions {
     const psk = options.psk;
     const identity = options.identity ?? '';
     return {
-      ...base, ciphers: PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
+      ...base, ciphers: options.ciphers ?? PSK_CIPHERS, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2',
       pskCallback: () => ({ psk, identity }),
       // A PSK authenticates the server; there is no certificate to check a name against.
       checkServerIdentity: () => undefined,
@@ -456,6 +459,7 @@ function clientTlsOptions(options: Options): tls.ConnectionOptions {
   }
   return {
     ...base, ca: options.ca, cert: options.cert, key: options.key,
+    ...(options.ciphers ? { ciphers: options.ciphers } : {}),
     servername: options.servername ?? (net.isIP(target.host) ? undefined : target.host),
   };
 }
@@ -531,7 +535,7 @@ function parseOptions(argv: string[]): Options {
     allowPositionals: true,
     options: {
       listen: { type: 'string' }, connect: { type: 'string' },
-      psk: { type: 'string' }, identity: { type: 'string' },
+      psk: { type: 'string' }, identity: { type: 'string' }, ciphers: { type: 'string' },
       cert: { type: 'string' }, key: { type: 'string' }, ca: { type: 'string' },
       servername: { type: 'string' }, mtu: { type: 'string' },
       ipv4: { type: 'string' }, ipv6: { type: 'string' }, tun: { type: 'string' },
@@ -556,7 +560,7 @@ function parseOptions(argv: string[]): Options {
     if (psk.length < 16) throw new UsageError('--psk: at least 16 bytes');
   }
   const options: Options = {
-    role, mtu, psk, identity: values.identity,
+    role, mtu, psk, ciphers: values.ciphers, identity: values.identity,
     cert: read(values.cert), key: read(values.key), ca: read(values.ca),
     servername: values.servername,
     ipv4: parseSubnet(values.ipv4 ?? '10.99.0.1/24', 4),

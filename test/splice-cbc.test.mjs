@@ -3,7 +3,8 @@
 // and encrypt-then-MAC (RFC 7366, OpenSSL's default), both roles. Each cell moves 16 MiB each
 // way at once and checks length and SHA-256 on both sides with engine 'native'. SHA-384 suites
 // are native with encrypt-then-MAC only: without it, 'auto' falls back to the JS engine with the
-// reason and 'native' refuses.
+// reason and 'native' refuses. GnuTLS's gnutls-cli (a second TLS stack) against our server: PSK
+// and ECDHE-RSA CBC suites, encrypt-then-MAC (its default) and MAC-then-encrypt (%NO_ETM).
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { captureSession, releaseSpentSocket, spliceTo } from '../dist/index.js';
@@ -49,29 +50,30 @@ function prng(seed, n) {
   return new PrngStream(seed).next(n);
 }
 
-async function transfer({ tlsSocket, peer, label }) {
+// sizes: bytes { fromPeer, toPeer }; 16 MiB each way unless a peer needs less.
+async function transfer({ tlsSocket, peer, label, sizes = { fromPeer: SIZE, toPeer: SIZE } }) {
   const [spliceFd, testFd] = socketPair();
   const user = userSide(testFd);
   const handle = spliceTo(tlsSocket, spliceFd, { engine: 'native', autoClose: true });
   await handle.start();
   assert.equal(handle.engine, 'native');
-  const fromPeer = prng(`${label}/from-peer`, SIZE);
-  const toPeer = prng(`${label}/to-peer`, SIZE);
+  const fromPeer = prng(`${label}/from-peer`, sizes.fromPeer);
+  const toPeer = prng(`${label}/to-peer`, sizes.toPeer);
   const peerSending = peer.sendAll(fromPeer);
   const userSending = user.write(toPeer);
-  await user.waitFor(SIZE, 60000);
+  await user.waitFor(fromPeer.length, 60000);
   await Promise.all([peerSending, userSending]);
-  await peer.waitForReceived(SIZE, 60000);
-  assert.equal(user.length, SIZE);
+  await peer.waitForReceived(toPeer.length, 60000);
+  assert.equal(user.length, fromPeer.length);
   assert.equal(sha256(user.received), sha256(fromPeer), 'bytes from the peer differ');
-  assert.equal(peer.received.length, SIZE);
+  assert.equal(peer.received.length, toPeer.length);
   assert.equal(sha256(peer.received), sha256(toPeer), 'bytes to the peer differ');
   user.socket.end();
   const end = await withTimeout(handle.closed, 20000, `${label}: splice end`);
   assert.equal(end.error, undefined, end.error?.message);
   assert.equal(end.reason, 'end');
-  assert.equal(end.stats.bytesIn, SIZE);
-  assert.equal(end.stats.bytesOut, SIZE);
+  assert.equal(end.stats.bytesIn, fromPeer.length);
+  assert.equal(end.stats.bytesOut, toPeer.length);
 }
 
 for (const suite of SUITES) {
@@ -165,6 +167,51 @@ describe(`${SHA384.name}`, () => {
     }
   });
 });
+
+// GnuTLS 3.7: gnutls-cli as the client (gnutls-serv binds every address and only echoes, see
+// TESTING.md). It writes what it receives one byte per write(2), so it receives 64 KiB and sends
+// 4 MiB. GnuTLS negotiates encrypt-then-MAC unless the priority says %NO_ETM.
+const GNUTLS_SIZES = { fromPeer: 4 * 1024 * 1024, toPeer: 64 * 1024 };
+const GNUTLS_SUITES = [
+  { ...SUITES[0], gnutls: 'AES-128-CBC:-MAC-ALL:+SHA1:-KX-ALL:+PSK' },
+  { ...SUITES[2], gnutls: 'AES-128-CBC:-MAC-ALL:+SHA256:-KX-ALL:+ECDHE-RSA' },
+];
+
+function gnutlsOptions(suite, etm, port) {
+  const priority = `NORMAL:-VERS-ALL:+VERS-TLS1.2:-CIPHER-ALL:+${suite.gnutls}${etm ? '' : ':%NO_ETM'}`;
+  return {
+    port, priority,
+    ...(suite.psk ? { noCert: true, psk: { key: PSK_HEX, identity: 'id' } } : {}),
+  };
+}
+
+for (const suite of GNUTLS_SUITES) {
+  for (const etm of [true, false]) {
+    test(`${suite.name}, ${etm ? 'encrypt-then-MAC' : 'MAC-then-encrypt (%NO_ETM)'}: we are the server, ` +
+      'gnutls-cli; native, 4 MiB in and 64 KiB out', { timeout: 120000, skip: requirePeer('gnutls') }, async () => {
+      const ours = await ourServer(ourOptions(suite, true));
+      const { peer } = await startClient('gnutls', gnutlsOptions(suite, etm, ours.port));
+      try {
+        const tlsSocket = await ours.nextSocket(20000);
+        assert.equal(tlsSocket.getCipher().standardName, suite.name);
+        const session = await captureSession(tlsSocket);
+        assert.equal(session.encryptThenMac, etm, 'encrypt_then_mac as GnuTLS was told');
+        closeSession(session);
+        releaseSpentSocket(tlsSocket);
+      } finally {
+        await peer.stop();
+      }
+      const second = await startClient('gnutls', gnutlsOptions(suite, etm, ours.port));
+      try {
+        const tlsSocket = await ours.nextSocket(20000);
+        await transfer({ tlsSocket, peer: second.peer, label: `gnutls/${suite.name}/${etm}`, sizes: GNUTLS_SIZES });
+      } finally {
+        await second.peer.stop();
+        await ours.close();
+      }
+    });
+  }
+}
 
 test('captureSession reports encrypt_then_mac as the ServerHello said (RFC 7366)', { timeout: 60000, skip: requirePeer('openssl') }, async () => {
   for (const etm of [true, false]) {

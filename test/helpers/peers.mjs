@@ -36,7 +36,8 @@
 //   psk ({ key: hex, identity }), noCert (server: PSK only), groups ('P-256'), keylogFile,
 //   sessionOut / sessionIn (client: save / resume a session file), naccept (servers, default 1;
 //   0 = unlimited), quiet (OpenSSL, default true; false keeps interactive commands such as 'k'),
-//   maxFragLen (s_client), extraArgs (appended to the command line), port (clients).
+//   maxFragLen (s_client), extraArgs (appended to the command line), port (clients),
+//   priority (GnuTLS: the whole --priority string, for suites outside SUITES such as CBC ones).
 //
 // Peer
 //   .name, .child, .echo
@@ -315,7 +316,8 @@ export async function opensslClient(opts) {
 
 // ---- GnuTLS ------------------------------------------------------------------------------------
 
-function gnutlsPriority({ version, suite }) {
+function gnutlsPriority({ version, suite, priority: given }) {
+  if (given) return given;
   let priority = 'NORMAL';
   if (version === 'TLSv1.3') priority += ':-VERS-ALL:+VERS-TLS1.3';
   else if (version === 'TLSv1.2') priority += ':-VERS-ALL:+VERS-TLS1.2';
